@@ -1,0 +1,94 @@
+"""`M`: the Mamba-1 mixer (Gu & Dao, 2023), on `hybrid.kernels.selective_scan`.
+
+    x, z = in_proj(x)                       two branches of width d_inner = expand * d_model
+    x = silu(causal depthwise conv1d(x))
+    dt, B, C = x_proj(x)                    dt of rank dt_rank, B and C of size d_state, all input-dependent
+    y = selective_scan(x, dt_proj(dt), A = -exp(A_log), B, C, D, z, delta_bias, softplus)
+    out = out_proj(y)                       y already gated by silu(z) inside the scan
+
+`selective=False` is the paper's LTI ablation: dt, B and C become learned parameters that do not depend on
+the input (dt one value per channel through delta_bias, B and C [d_inner, d_state]), on the same scan.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrid.kernels.selective_scan import selective_scan
+
+
+class Mamba(nn.Module):
+    """forward: x [batch, L, d_model] -> [batch, L, d_model]."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
+                 selective: bool = True, scan_backend: str = "auto"):
+        super().__init__()
+        d_inner = expand * d_model
+        self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.selective, self.scan_backend = selective, scan_backend
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
+        if selective:
+            self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
+            self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True)
+        else:  # LTI: the same dt, B, C at every step
+            self.B = nn.Parameter(torch.empty(d_inner, d_state))
+            self.C = nn.Parameter(torch.empty(d_inner, d_state))
+            self.dt_bias = nn.Parameter(torch.empty(d_inner))
+        self.A_log = nn.Parameter(torch.empty(d_inner, d_state))
+        self.D = nn.Parameter(torch.empty(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
+        self.out_proj.is_residual_out = True
+        self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self):
+        """Mamba's own init, which the model's generic init leaves alone (`_no_generic_init`):
+        A = -[1..N] per channel (S4D-real), D = 1, dt bias such that softplus(bias) ~ LogUniform[dt_min, dt_max]."""
+        N = self.d_state
+        self.A_log.copy_(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(self.d_inner, N))
+        self.D.fill_(1.0)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(self.dt_max) - math.log(self.dt_min))
+                       + math.log(self.dt_min)).clamp(min=self.dt_init_floor)
+        inv_softplus = dt + torch.log(-torch.expm1(-dt))  # softplus(inv_softplus) == dt
+        if self.selective:
+            std = self.dt_rank ** -0.5
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+            self.dt_proj.bias.copy_(inv_softplus)
+            self.dt_proj.bias._no_generic_init = True
+            self.dt_proj.weight._no_generic_init = True
+        else:
+            self.dt_bias.copy_(inv_softplus)
+            nn.init.normal_(self.B, std=self.d_state ** -0.5)
+            nn.init.normal_(self.C, std=self.d_state ** -0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, L, _ = x.shape
+        xz = self.in_proj(x).transpose(1, 2)  # [batch, 2 * d_inner, L]
+        u, z = xz.chunk(2, dim=1)  # each [batch, d_inner, L]
+        u = F.silu(self.conv1d(u)[..., :L])  # causal: drop the right padding
+        A = -torch.exp(self.A_log.float())  # [d_inner, N]
+        if self.selective:
+            dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+            delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # [batch, d_inner, L]; bias goes to the scan
+            B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # [batch, N, L]
+            delta_bias = self.dt_proj.bias.float()
+        else:
+            delta = u.new_zeros(batch, self.d_inner, L)  # softplus(0 + dt_bias): one dt per channel
+            B, C, delta_bias = self.B, self.C, self.dt_bias.float()
+        y = selective_scan(u.contiguous(), delta.contiguous(), A, B, C, D=self.D.float(), z=z.contiguous(),
+                           delta_bias=delta_bias, delta_softplus=True, backend=self.scan_backend)
+        return self.out_proj(y.transpose(1, 2))  # [batch, L, d_model]
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Projections, the conv, and about 9 * d_inner * d_state for the scan (discretise, update, readout)."""
+        proj = self.in_proj.in_features * self.in_proj.out_features
+        proj += self.out_proj.in_features * self.out_proj.out_features
+        if self.selective:
+            proj += self.x_proj.in_features * self.x_proj.out_features + self.dt_rank * self.d_inner
+        return 2 * proj + 2 * self.d_inner * self.d_conv + 9 * self.d_inner * self.d_state

@@ -1,0 +1,47 @@
+"""`E`: a mixture of SwiGLU experts with a top-k softmax router.
+
+Every token goes to its k best experts (no capacity limit, so no token is dropped). The router returns a
+Switch-Transformer load-balancing loss, n_experts * sum_i f_i * P_i (f_i: the fraction of routed slots that
+went to expert i, P_i: the mean router probability of expert i), equal to 1 when routing is uniform, which
+the model hands to the trainer, and the per-expert token counts for logging.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrid.blocks.mlp import SwiGLU
+
+
+class MoE(nn.Module):
+    """forward: x [batch, L, d_model] -> (y [batch, L, d_model], {"moe_aux_loss": scalar, "expert_counts": [n_experts]})."""
+
+    def __init__(self, d_model: int, n_experts: int = 8, top_k: int = 2, d_hidden: int | None = None,
+                 renormalize: bool = True, bias: bool = False):
+        super().__init__()
+        if not 1 <= top_k <= n_experts:
+            raise ValueError(f"MoE top_k={top_k} must be between 1 and n_experts={n_experts}")
+        self.n_experts, self.top_k, self.renormalize = n_experts, top_k, renormalize
+        self.router = nn.Linear(d_model, n_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(d_model, d_hidden, bias=bias) for _ in range(n_experts))
+
+    def forward(self, x: torch.Tensor):
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # [T, d_model], T = batch * L
+        probs = F.softmax(self.router(x).float(), dim=-1)  # [T, n_experts], fp32 for a stable softmax
+        weights, chosen = probs.topk(self.top_k, dim=-1)  # [T, k]
+        if self.renormalize:  # Mixtral renormalises the k weights to sum to 1; Jamba does not
+            weights = weights / weights.sum(-1, keepdim=True)
+        counts = torch.bincount(chosen.flatten(), minlength=self.n_experts)  # [n_experts]
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            token, slot = torch.where(chosen == e)  # tokens routed to e, and which of their k slots
+            if token.numel():
+                out = expert(x[token]) * weights[token, slot, None].to(x.dtype)
+                y.index_add_(0, token, out)
+        fraction = counts.float() / chosen.numel()  # f_i
+        aux = self.n_experts * (fraction * probs.mean(0)).sum()
+        return y.reshape(shape), {"moe_aux_loss": aux, "expert_counts": counts}
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Active FLOPs: the router plus k experts."""
+        return 2 * self.router.in_features * self.n_experts + self.top_k * self.experts[0].flops_per_token(seq_len)

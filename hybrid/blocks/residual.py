@@ -1,0 +1,27 @@
+"""The one block shape every symbol shares: a pre-norm residual sublayer, x + mixer(RMSNorm(x))."""
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """x + mixer(norm(x)). A mixer returns a tensor, or (tensor, aux dict) when it has auxiliary outputs (MoE).
+
+    forward: x [batch, L, d_model] -> (x [batch, L, d_model], aux: dict of tensors, empty for most mixers).
+    """
+
+    def __init__(self, symbol: str, mixer: nn.Module, d_model: int, norm_eps: float = 1e-5):
+        super().__init__()
+        self.symbol = symbol
+        self.norm = nn.RMSNorm(d_model, eps=norm_eps)
+        self.mixer = mixer
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        out = self.mixer(self.norm(x))
+        aux = {}
+        if isinstance(out, tuple):
+            out, aux = out
+        return x + out, aux
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Forward FLOPs per token (a multiply-add counts 2), the norm's few ops left out."""
+        return self.mixer.flops_per_token(seq_len)

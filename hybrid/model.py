@@ -1,0 +1,101 @@
+"""HybridLM: token embedding -> one residual block per layout symbol -> RMSNorm -> LM head (tied by default)."""
+import math
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from hybrid import layout as layouts
+from hybrid.blocks import build_block
+
+
+class HybridOutput(NamedTuple):
+    """logits [batch, L, vocab]; aux_loss: the sum of the MoE blocks' balancing losses (scalar, 0 without MoE);
+    expert_counts: {block index: [n_experts] tokens routed} for logging."""
+    logits: torch.Tensor
+    aux_loss: torch.Tensor
+    expert_counts: dict[int, torch.Tensor]
+
+
+def _plain(node) -> dict:
+    """A config node (dict or OmegaConf) as a plain dict, so that Hydra-built and Python-built models agree."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+        if isinstance(node, DictConfig):
+            return OmegaConf.to_container(node, resolve=True)
+    except ImportError:
+        pass
+    return dict(node or {})
+
+
+class HybridLM(nn.Module):
+    """A language model over a layout pattern.
+
+    Args:
+        vocab_size, d_model: sizes.
+        layout: a pattern string ("MFMFAFMF", Megatron's "M-M*") or a mapping that `hybrid.layout.resolve`
+            takes (pattern | n_layers + ratios | jamba period/offset).
+        blocks: per-symbol keyword arguments of each mixer, e.g. {"M": {"d_state": 16}, "A": {"n_heads": 4}}.
+        layer_overrides: {layer index: keyword arguments} merged over that layer's block config, e.g.
+            {0: {"selective": False}} to make only the first Mamba block LTI.
+        tie_embeddings: share the embedding matrix with the LM head.
+        init_std: the std of the generic normal init (see init_weights).
+    forward: tokens [batch, L] int64 -> HybridOutput.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, layout, blocks: Mapping | None = None,
+                 layer_overrides: Mapping | None = None, tie_embeddings: bool = True, norm_eps: float = 1e-5,
+                 init_std: float = 0.02):
+        super().__init__()
+        if isinstance(layout, str):
+            self.pattern, self.layout_source = layouts.parse(layout), "pattern"
+        else:
+            self.pattern, self.layout_source = layouts.resolve(_plain(layout))
+        blocks = {k: _plain(v) for k, v in _plain(blocks).items()}
+        overrides = {int(k): _plain(v) for k, v in _plain(layer_overrides).items()}
+        for i in overrides:
+            if not 0 <= i < len(self.pattern):
+                raise ValueError(f"layer_overrides index {i} is outside the pattern {self.pattern!r} "
+                                 f"(0..{len(self.pattern) - 1})")
+        self.vocab_size, self.d_model = vocab_size, d_model
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.layers = nn.ModuleList(
+            build_block(s, d_model, norm_eps, **{**blocks.get(s, {}), **overrides.get(i, {})})
+            for i, s in enumerate(self.pattern))
+        self.norm = nn.RMSNorm(d_model, eps=norm_eps)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+        if tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+        self.init_std = init_std
+        self.apply(self.init_weights)
+
+    def init_weights(self, module: nn.Module):
+        """The one init: normal(0, init_std) for linear and embedding weights, zero biases; the output
+        projection of every residual sublayer scaled by 1/sqrt(n_sublayers) (GPT-2) so the residual stream's
+        variance does not grow with depth. Mamba's dt/A/D parameters keep their own init (blocks/mamba.py)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            if getattr(module.weight, "_no_generic_init", False):
+                return
+            std = self.init_std
+            if getattr(module, "is_residual_out", False):
+                std /= math.sqrt(len(self.pattern))
+            nn.init.normal_(module.weight, std=std)
+            bias = getattr(module, "bias", None)
+            if bias is not None and not getattr(bias, "_no_generic_init", False):
+                nn.init.zeros_(bias)
+
+    def forward(self, tokens: torch.Tensor) -> HybridOutput:
+        x = self.embedding(tokens)  # [batch, L, d_model]
+        aux_loss = x.new_zeros((), dtype=torch.float32)
+        counts = {}
+        for i, layer in enumerate(self.layers):
+            x, aux = layer(x)
+            if aux:
+                aux_loss = aux_loss + aux["moe_aux_loss"]
+                counts[i] = aux["expert_counts"]
+        return HybridOutput(self.lm_head(self.norm(x)), aux_loss, counts)
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Forward FLOPs per token at `seq_len` (multiply-add = 2): every block plus the LM head."""
+        return sum(layer.flops_per_token(seq_len) for layer in self.layers) + 2 * self.d_model * self.vocab_size
