@@ -1,0 +1,96 @@
+"""Multi-query associative recall (MQAR), as in Zoology (Arora, Eyuboglu et al. 2023).
+
+A sequence opens with `num_kv_pairs` key-value pairs (k1 v1 k2 v2 ...), keys drawn without repetition from
+the lower half of the vocabulary [0, V/2) and values without repetition from the upper half [V/2, V). The
+rest of the sequence is random filler tokens (uniform over the whole vocabulary, as Zoology's
+random_non_queries) in which every key is queried once: at a query position the target is the key's value.
+Queries sit on even offsets of the query region (slot s at position 2k + 2s, k = num_kv_pairs); the slots
+are drawn without replacement with probability proportional to (s + 1)^(power_a - 1), Zoology's power law:
+with power_a = 0.01 most queries come soon after the pairs and a few far away, like repeated bigrams in real
+text; power_a = 1 is uniform. The value never follows its query in the input: the model must recall it.
+A filler token may happen to equal a key; it is not a query and has no target.
+
+Worked example: `generate(MQARConfig(vocab_size=16, num_kv_pairs=3), seed=0, split="train", step=0,
+batch_size=1, length=16)` (keys 0..7, values 8..15) gives
+
+    position   0    1    2    3    4    5    6    7    8    9   10   11   12   13   14   15
+    inputs     7   15    5   13    2    9    5    8    7    8   15   15   14   14    2    1
+    targets -100 -100 -100 -100 -100 -100   13 -100   15 -100 -100 -100 -100 -100    9 -100
+
+the pairs 7->15, 5->13, 2->9 fill positions 0-5; key 5 is queried at position 6 (target 13), key 7 at
+position 8 (target 15), key 2 at position 14 (target 9); everything else after position 5 is filler.
+"""
+from dataclasses import dataclass, field
+
+import torch
+
+from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch, check_unknown_kwargs, rng_for
+
+
+@dataclass(kw_only=True)
+class MQARConfig(TaskConfig):
+    vocab_size: int = 64  # keys 0..31, values 32..63
+    num_kv_pairs: int = 8
+    power_a: float = 0.01  # query-gap power law; 1.0 is uniform
+    train_length: int = 64
+    eval_lengths: list[int] = field(default_factory=lambda: [64, 128, 256])
+
+    @property
+    def num_keys(self) -> int:
+        return self.vocab_size // 2
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        if not float(self.power_a) > 0:
+            raise ValueError(f"{name}.power_a={self.power_a}; must be > 0 (1.0 is uniform)")
+        check_pairs(self, self.num_kv_pairs)
+        super().validate()
+
+    def check_length(self, length: int, num_kv_pairs: int | None = None) -> None:
+        k = int(self.num_kv_pairs if num_kv_pairs is None else num_kv_pairs)
+        slots = (int(length) - 2 * k) // 2
+        if slots < k:
+            raise ValueError(f"sequence length {length} cannot hold {k} key-value pairs and {k} queries; "
+                             f"allowed: length >= 4 * num_kv_pairs = {4 * k}")
+
+    def generate(self, **kwargs):
+        return generate(self, **kwargs)
+
+
+def check_pairs(cfg: MQARConfig, num_kv_pairs: int) -> None:
+    """Keys and values are distinct within a sequence, so each half of the vocabulary must hold them all."""
+    k = int(num_kv_pairs)
+    if k < 1:
+        raise ValueError(f"MQARConfig.num_kv_pairs={num_kv_pairs}; must be >= 1")
+    if cfg.vocab_size // 2 < k:
+        raise ValueError(f"MQARConfig.vocab_size={cfg.vocab_size} is too small for {k} distinct keys and "
+                         f"{k} distinct values; allowed: vocab_size >= 2 * num_kv_pairs = {2 * k}")
+
+
+def generate(cfg: MQARConfig, *, seed: int, split: str, step: int, batch_size: int, length: int,
+             num_kv_pairs: int | None = None, **eval_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns inputs [batch_size, length] int64 and targets [batch_size, length] int64 (the paired value at
+    each query position, IGNORE_INDEX elsewhere). `num_kv_pairs` overrides the config's, e.g. to evaluate
+    on more pairs than trained on."""
+    check_unknown_kwargs("mqar", eval_kwargs, allowed=["num_kv_pairs"])
+    k = int(cfg.num_kv_pairs if num_kv_pairs is None else num_kv_pairs)
+    check_pairs(cfg, k)
+    check_batch(batch_size, length, cfg)
+    cfg.check_length(length, k)
+    g = rng_for(seed, split, step)
+    half = cfg.num_keys
+    keys = torch.rand(batch_size, half, generator=g).argsort(dim=1)[:, :k]  # [batch, k], distinct
+    values = half + torch.rand(batch_size, cfg.vocab_size - half, generator=g).argsort(dim=1)[:, :k]  # [batch, k]
+
+    inputs = torch.randint(0, cfg.vocab_size, (batch_size, length), generator=g)  # filler, [batch, L]
+    inputs[:, 0:2 * k:2] = keys
+    inputs[:, 1:2 * k:2] = values
+
+    slots = (length - 2 * k) // 2
+    weights = torch.arange(1, slots + 1, dtype=torch.float64) ** (cfg.power_a - 1)  # [slots]
+    chosen = torch.multinomial(weights.expand(batch_size, slots), k, replacement=False, generator=g)  # [batch, k]
+    query_pos = 2 * k + 2 * chosen  # [batch, k]: query of key i at query_pos[:, i]
+    inputs.scatter_(1, query_pos, keys)
+    targets = torch.full_like(inputs, IGNORE_INDEX)
+    targets.scatter_(1, query_pos, values)
+    return inputs, targets
