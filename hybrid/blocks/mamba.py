@@ -8,6 +8,9 @@
 
 `selective=False` is the paper's LTI ablation: dt, B and C become learned parameters that do not depend on
 the input (dt one value per channel through delta_bias, B and C [d_inner, d_state]), on the same scan.
+
+`dt_bc_norm=True` is Jamba's variant: an RMSNorm (eps `dt_bc_norm_eps`, modules `dt_layernorm`, `b_layernorm`,
+`c_layernorm`, as Hugging Face names them) on each of dt, B and C right after x_proj, before dt_proj and the scan.
 """
 import math
 
@@ -24,8 +27,11 @@ class Mamba(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
-                 selective: bool = True, scan_backend: str = "auto"):
+                 selective: bool = True, scan_backend: str = "auto", dt_bc_norm: bool = False,
+                 dt_bc_norm_eps: float = 1e-6):
         super().__init__()
+        if dt_bc_norm and not selective:
+            raise ValueError("dt_bc_norm=True normalises the input-dependent dt, B and C; it needs selective=True")
         d_inner = expand * d_model
         self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
@@ -35,7 +41,12 @@ class Mamba(nn.Module):
         if selective:
             self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
             self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True)
-        else:  # LTI: the same dt, B, C at every step
+        self.dt_bc_norm = dt_bc_norm
+        if dt_bc_norm:  # Jamba: RMSNorm on dt [.., dt_rank], B and C [.., d_state]
+            self.dt_layernorm = nn.RMSNorm(self.dt_rank, eps=dt_bc_norm_eps)
+            self.b_layernorm = nn.RMSNorm(d_state, eps=dt_bc_norm_eps)
+            self.c_layernorm = nn.RMSNorm(d_state, eps=dt_bc_norm_eps)
+        if not selective:  # LTI: the same dt, B, C at every step
             self.B = nn.Parameter(torch.empty(d_inner, d_state))
             self.C = nn.Parameter(torch.empty(d_inner, d_state))
             self.dt_bias = nn.Parameter(torch.empty(d_inner))
@@ -75,6 +86,8 @@ class Mamba(nn.Module):
         A = -torch.exp(self.A_log.float())  # [d_inner, N]
         if self.selective:
             dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+            if self.dt_bc_norm:  # dt [batch, L, dt_rank], B and C [batch, L, N]
+                dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
             delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # [batch, d_inner, L]; bias goes to the scan
             B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # [batch, N, L]
             delta_bias = self.dt_proj.bias.float()
