@@ -41,12 +41,16 @@ class HybridLM(nn.Module):
             {0: {"selective": False}} to make only the first Mamba block LTI.
         tie_embeddings: share the embedding matrix with the LM head.
         init_std: the std of the generic normal init (see init_weights).
+        residual_in_fp32: keep the residual stream in fp32 whatever the weights' dtype (as mamba-ssm and
+            Hugging Face's Mamba do); each block's norm still reads it in its weights' dtype. No effect in fp32.
+    `init_args` holds the constructor's arguments as plain data: HybridLM(**model.init_args) rebuilds the
+    same architecture (hybrid.convert saves it beside the weights).
     forward: tokens [batch, L] int64 -> HybridOutput.
     """
 
     def __init__(self, vocab_size: int, d_model: int, layout, blocks: Mapping | None = None,
                  layer_overrides: Mapping | None = None, tie_embeddings: bool = True, norm_eps: float = 1e-5,
-                 init_std: float = 0.02):
+                 init_std: float = 0.02, residual_in_fp32: bool = False):
         super().__init__()
         if isinstance(layout, str):
             self.pattern, self.layout_source = layouts.parse(layout), "pattern"
@@ -54,6 +58,10 @@ class HybridLM(nn.Module):
             self.pattern, self.layout_source = layouts.resolve(_plain(layout))
         blocks = {k: _plain(v) for k, v in _plain(blocks).items()}
         overrides = {int(k): _plain(v) for k, v in _plain(layer_overrides).items()}
+        self.init_args = dict(vocab_size=vocab_size, d_model=d_model,
+                              layout=layout if isinstance(layout, str) else _plain(layout), blocks=blocks,
+                              layer_overrides=overrides, tie_embeddings=tie_embeddings, norm_eps=norm_eps,
+                              init_std=init_std, residual_in_fp32=residual_in_fp32)
         for i in overrides:
             if not 0 <= i < len(self.pattern):
                 raise ValueError(f"layer_overrides index {i} is outside the pattern {self.pattern!r} "
@@ -67,7 +75,7 @@ class HybridLM(nn.Module):
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         if tie_embeddings:
             self.lm_head.weight = self.embedding.weight
-        self.init_std = init_std
+        self.init_std, self.residual_in_fp32 = init_std, residual_in_fp32
         self.apply(self.init_weights)
 
     def init_weights(self, module: nn.Module):
@@ -87,6 +95,8 @@ class HybridLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> HybridOutput:
         x = self.embedding(tokens)  # [batch, L, d_model]
+        if self.residual_in_fp32:
+            x = x.float()
         aux_loss = x.new_zeros((), dtype=torch.float32)
         counts = {}
         for i, layer in enumerate(self.layers):
@@ -94,7 +104,7 @@ class HybridLM(nn.Module):
             if aux:
                 aux_loss = aux_loss + aux["moe_aux_loss"]
                 counts[i] = aux["expert_counts"]
-        return HybridOutput(self.lm_head(self.norm(x)), aux_loss, counts)
+        return HybridOutput(self.lm_head(self.norm(x.to(self.norm.weight.dtype))), aux_loss, counts)
 
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token at `seq_len` (multiply-add = 2): every block plus the LM head."""

@@ -16,7 +16,8 @@ class ResidualBlock(nn.Module):
         self.mixer = mixer
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        out = self.mixer(self.norm(x))
+        # the stream may be fp32 under bf16 weights (HybridLM residual_in_fp32): normalise in the weights' dtype
+        out = self.mixer(self.norm(x.to(self.norm.weight.dtype)))
         aux = {}
         if isinstance(out, tuple):
             out, aux = out
