@@ -1,0 +1,235 @@
+"""Our Triton selective scan against the float64 sequential definition: outputs, last state, every gradient.
+
+On a machine without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before the kernel
+module is imported). The interpreter evaluates `tl.associative_scan` one element at a time in Python; the
+`_vector_scan` fixture makes it fold whole slices instead (the same left-to-right fold, vectorised over the other
+axes), which is ~100x faster and computes the same thing. Shapes are small and awkward, chunk sizes small so that
+every sequence crosses several chunk boundaries.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+triton = pytest.importorskip("triton")
+
+from hybrid.kernels.selective_scan.reference import selective_scan_sequential  # noqa: E402
+from hybrid.kernels.selective_scan.triton import _fwd_kernel, selective_scan_triton  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# bound on ||ours - ref|| / ||ref|| (inputs rounded to the dtype first; the reference sees the same rounded values)
+TOL = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _vector_scan():
+    if not INTERPRET:
+        yield
+        return
+    from triton.runtime import interpreter
+
+    assert type(_fwd_kernel).__name__ == "InterpretedFunction", (
+        "the Triton kernels were imported before TRITON_INTERPRET=1 was set; run this file on its own")
+
+    def generic_scan(self, inputs):
+        data = [x.handle.data for x in inputs]
+        outs = [np.empty_like(d) for d in data]
+        acc = None
+        for i in range(data[0].shape[self.axis]):
+            cur = tuple(self.to_tensor(np.take(d, i, axis=self.axis), x.dtype) for d, x in zip(data, inputs))
+            if acc is None:
+                acc = cur
+            else:
+                r = self.combine_fn.fn(*acc, *cur)
+                acc = r if isinstance(r, tuple) else (r,)
+            for o, a in zip(outs, acc):
+                o[(slice(None),) * self.axis + (i,)] = a.handle.data
+        return [self.to_tensor(o, x.dtype) for o, x in zip(outs, inputs)]
+
+    saved = interpreter.ScanOps.generic_scan
+    interpreter.ScanOps.generic_scan = generic_scan
+    yield
+    interpreter.ScanOps.generic_scan = saved
+
+
+def make_inputs(batch, dim, L, N, dtype, seed=0, b_sel=True, c_sel=True, D=True, z=True, bias=True, h0=True):
+    """Fresh random scan inputs (never zeros); u, delta, B, C, z in `dtype`, the parameters A, D, bias in fp32."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0, shift=0.0, dt=dtype):
+        return (torch.randn(*shape, generator=g) * scale + shift).to(dt).to(DEVICE)
+
+    return dict(
+        u=rnd(batch, dim, L), delta=rnd(batch, dim, L, scale=0.5, shift=-1.0),
+        A=-torch.rand(dim, N, generator=g).mul(3).add(0.1).to(DEVICE),
+        B=rnd(batch, N, L) if b_sel else rnd(dim, N, dt=torch.float32),
+        C=rnd(batch, N, L) if c_sel else rnd(dim, N, dt=torch.float32),
+        D=rnd(dim, dt=torch.float32) if D else None, z=rnd(batch, dim, L) if z else None,
+        delta_bias=rnd(dim, scale=0.3, dt=torch.float32) if bias else None,
+        initial_state=rnd(batch, dim, N, dt=torch.float32) if h0 else None)
+
+
+def run(fn, inp, gy, glast, softplus=True, **kw):
+    """y, last state and the gradients of <y, gy> + <last, glast> with respect to every given input."""
+    inp = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in inp.items()}
+    y, last = fn(**inp, delta_softplus=softplus, return_last_state=True, **kw)
+    given = [k for k in NAMES if inp[k] is not None]
+    grads = torch.autograd.grad((y, last), [inp[k] for k in given], (gy, glast))
+    return y, last, dict(zip(given, grads))
+
+
+def sequential_mixed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                     return_last_state=False, initial_state=None):
+    """The definition, for one of B, C selective and the other LTI (selective_scan_sequential takes both of one
+    kind): a loop over time on float64 tensors. Shapes as selective_scan_sequential."""
+    delta = delta + delta_bias[:, None] if delta_bias is not None else delta
+    delta = torch.nn.functional.softplus(delta) if delta_softplus else delta
+    h = initial_state if initial_state is not None else u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[2]):
+        Bt = B[:, None, :, t] if B.dim() == 3 else B  # [batch, 1, N] or [dim, N]
+        Ct = C[:, None, :, t] if C.dim() == 3 else C
+        h = torch.exp(delta[..., t, None] * A) * h + (delta[..., t] * u[..., t])[..., None] * Bt
+        ys.append((h * Ct).sum(-1))
+    y = torch.stack(ys, -1) + (u * D[:, None] if D is not None else 0)
+    y = y * torch.nn.functional.silu(z) if z is not None else y
+    return (y, h) if return_last_state else y
+
+
+def check(batch, dim, L, N, dtype, chunk, block_d, softplus=True, **flags):
+    inp = make_inputs(batch, dim, L, N, dtype, **flags)
+    if not softplus:  # the step sizes must be positive without softplus, or the recurrence grows
+        inp["delta"] = inp["delta"].abs()
+    gen = torch.Generator().manual_seed(1)
+    gy = torch.randn(batch, dim, L, generator=gen).to(dtype).to(DEVICE)
+    glast = torch.randn(batch, dim, N, generator=gen).to(DEVICE)
+    y, last, grads = run(selective_scan_triton, inp, gy, glast, softplus, chunk_size=chunk, block_d=block_d)
+    inp64 = {k: (v.double() if v is not None else None) for k, v in inp.items()}
+    ref = selective_scan_sequential if inp["B"].dim() == inp["C"].dim() else sequential_mixed
+    y64, last64, grads64 = run(ref, inp64, gy.double(), glast.double(), softplus)
+    assert y.dtype == dtype and last.dtype == torch.float32
+    tol = TOL[dtype]
+    errs = {"y": rel(y, y64), "last_state": rel(last, last64)}
+    errs.update({"d" + k: rel(grads[k], grads64[k]) for k in grads})
+    for k in grads:
+        assert grads[k].dtype == inp[k].dtype and grads[k].shape == inp[k].shape, k
+    bad = {k: e for k, e in errs.items() if not e < tol}
+    assert not bad, f"relative error above {tol} for {dtype}: {bad} (all: {errs})"
+    return grads
+
+
+def rel(x, ref):
+    return ((x.double() - ref).norm() / ref.norm()).item()
+
+
+# (batch, dim, L, N, chunk, block_d): padded channel blocks (dim 5), padded states (N 3), tails (L 63, 37, 300)
+CASES = {
+    "b2-d5-L63-N16": (2, 5, 63, 16, 16, 4),
+    "b1-d64-L40-N16": (1, 64, 40, 16, 16, 32),
+    "b1-d5-L300-N1": (1, 5, 300, 1, 32, 8),
+    "b3-d5-L1-N3": (3, 5, 1, 3, 8, 4),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fp32_shapes(case):
+    batch, dim, L, N, chunk, bd = CASES[case]
+    check(batch, dim, L, N, torch.float32, chunk, bd)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_dtypes(dtype):
+    check(2, 5, 45, 16, dtype, 16, 4)
+
+
+@pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False), (False, False)], ids=["ltiB", "ltiC", "lti"])
+def test_lti(b_sel, c_sel):
+    check(2, 5, 37, 4, torch.float32, 8, 4, b_sel=b_sel, c_sel=c_sel)
+
+
+def test_no_optional_inputs():
+    """No D, z, delta_bias, initial state and no softplus: the plain recurrence."""
+    check(1, 5, 37, 8, torch.float32, 8, 4, softplus=False, D=False, z=False, bias=False, h0=False)
+
+
+def test_deterministic_backward():
+    """Two backward passes are bitwise identical (no atomics: dB, dC partials reduced in a fixed order)."""
+    inp = make_inputs(2, 8, 40, 16, torch.float32)
+    gy, glast = torch.randn(2, 8, 40, device=DEVICE), torch.randn(2, 8, 16, device=DEVICE)
+    _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, block_d=4)
+    _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, block_d=4)
+    for k in g1:
+        assert torch.equal(g1[k], g2[k]), k
+
+
+def test_strided_inputs_match_contiguous():
+    """Any strides are read in place: u, delta, z as slices of one [batch, 3 dim, L] tensor, B, C transposed."""
+    batch, dim, L, N = 2, 5, 21, 4
+    inp = make_inputs(batch, dim, L, N, torch.float32, h0=False)
+    xz = torch.randn(batch, 3 * dim, L, device=DEVICE)
+    BC = torch.randn(batch, L, 2 * N, device=DEVICE)
+    strided = dict(inp, u=xz[:, :dim], delta=xz[:, dim:2 * dim], z=xz[:, 2 * dim:],
+                   B=BC[..., :N].transpose(1, 2), C=BC[..., N:].transpose(1, 2))
+    dense = {k: (v.contiguous() if v is not None else None) for k, v in strided.items()}
+    assert not strided["u"].is_contiguous() and not strided["B"].is_contiguous()
+    kw = dict(delta_softplus=True, return_last_state=True, chunk_size=8, block_d=4)
+    y1, l1 = selective_scan_triton(**strided, **kw)
+    y2, l2 = selective_scan_triton(**dense, **kw)
+    assert torch.equal(y1, y2) and torch.equal(l1, l2)
+
+
+def test_no_grad_saves_nothing_and_matches():
+    inp = make_inputs(1, 5, 20, 4, torch.float32)
+    with torch.no_grad():
+        y = selective_scan_triton(**inp, delta_softplus=True, chunk_size=8, block_d=4)
+    y_grad = selective_scan_triton(**{k: (v.requires_grad_(True) if v is not None else None) for k, v in
+                                      inp.items()}, delta_softplus=True, chunk_size=8, block_d=4)
+    assert torch.equal(y, y_grad.detach())
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(u=torch.randn(2, 5)), "u must be"),
+    (dict(delta=torch.randn(2, 5, 9)), "delta must have shape"),
+    (dict(B=torch.randn(2, 4, 8)), "B must have shape"),
+    (dict(A=torch.randn(4, 3)), "A must be"),
+    (dict(u=torch.randn(2, 5, 8, dtype=torch.float64)), "u has dtype torch.float64"),
+    (dict(delta=torch.randint(0, 3, (2, 5, 8))), "delta must be a floating tensor"),
+    (dict(chunk_size=12), "chunk_size=12"),
+    (dict(block_d=3), "block_d=3"),
+])
+def test_bad_inputs(bad, match):
+    args = dict(u=torch.randn(2, 5, 8), delta=torch.randn(2, 5, 8), A=-torch.rand(5, 3), B=torch.randn(2, 3, 8),
+                C=torch.randn(2, 3, 8))
+    args = {k: v.to(DEVICE) for k, v in args.items()}
+    args.update({k: (v.to(DEVICE) if isinstance(v, torch.Tensor) else v) for k, v in bad.items()})
+    with pytest.raises(ValueError, match=match):
+        selective_scan_triton(**args)
+
+
+def test_custom_op_registration():
+    """The torch.library ops pass opcheck: schema, fake (meta) impl, autograd registration."""
+    inp = make_inputs(1, 3, 10, 2, torch.float32, h0=True)
+    args = [inp[k] for k in NAMES]
+    args = [a.requires_grad_(True) if a is not None else None for a in args] + [True, True, 4, 2, 4]
+    torch.library.opcheck(torch.ops.hybrid.selective_scan_fwd.default, args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="needs a GPU: 2.3e9 elements per tensor")
+def test_int64_offsets_long_sequence():
+    """batch * dim * L > 2**31: the last channels of the last batch equal a run on just those channels."""
+    batch, dim, L, N = 2, 1100, 2**20 + 3, 16
+    inp = make_inputs(batch, dim, L, N, torch.float16, h0=False, z=False)
+    y, last = selective_scan_triton(**inp, delta_softplus=True, return_last_state=True)
+    tail = dict(inp, u=inp["u"][1:, -8:], delta=inp["delta"][1:, -8:], A=inp["A"][-8:], B=inp["B"][1:],
+                C=inp["C"][1:], D=inp["D"][-8:], delta_bias=inp["delta_bias"][-8:])
+    y_t, last_t = selective_scan_triton(**tail, delta_softplus=True, return_last_state=True)
+    torch.testing.assert_close(y[1:, -8:], y_t)
+    torch.testing.assert_close(last[1:, -8:], last_t)
