@@ -16,5 +16,14 @@ TASKS: dict[str, type[TaskConfig]] = {
     "niah": NIAHConfig,
 }
 
-__all__ = ["IGNORE_INDEX", "EvalSpec", "TaskConfig", "rng_for", "TASKS", "InductionHeadsConfig",
-           "SelectiveCopyingConfig", "MQARConfig", "NIAHConfig"]
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "EvalSpec",
+    "InductionHeadsConfig",
+    "MQARConfig",
+    "NIAHConfig",
+    "SelectiveCopyingConfig",
+    "TaskConfig",
+    "rng_for",
+]

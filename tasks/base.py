@@ -84,8 +84,6 @@ class TaskConfig:
         return [EvalSpec(f"L{n}", n) for n in self.eval_lengths]
 
 
-def check_batch(batch_size: int, length: int, cfg: TaskConfig) -> None:
-    """Shared argument checks of every generator."""
+def check_batch_size(batch_size: int) -> None:
     if int(batch_size) < 1:
         raise ValueError(f"batch_size={batch_size}; must be >= 1")
-    cfg.check_length(length)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch, check_unknown_kwargs, rng_for
+from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 
 @dataclass(kw_only=True)
@@ -53,7 +53,8 @@ def generate(cfg: InductionHeadsConfig, *, seed: int, split: str, step: int, bat
     """Returns inputs [batch_size, length] int64 and targets [batch_size, length] int64 (X at the last position,
     IGNORE_INDEX elsewhere)."""
     check_unknown_kwargs("induction_heads", eval_kwargs)
-    check_batch(batch_size, length, cfg)
+    check_batch_size(batch_size)
+    cfg.check_length(length)
     g = rng_for(seed, split, step)
     rows = torch.arange(batch_size)
     inputs = torch.randint(0, cfg.trigger_token, (batch_size, length), generator=g)  # [batch, L], no trigger

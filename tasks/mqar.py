@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch, check_unknown_kwargs, rng_for
+from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 
 @dataclass(kw_only=True)
@@ -75,7 +75,7 @@ def generate(cfg: MQARConfig, *, seed: int, split: str, step: int, batch_size: i
     check_unknown_kwargs("mqar", eval_kwargs, allowed=["num_kv_pairs"])
     k = int(cfg.num_kv_pairs if num_kv_pairs is None else num_kv_pairs)
     check_pairs(cfg, k)
-    check_batch(batch_size, length, cfg)
+    check_batch_size(batch_size)
     cfg.check_length(length, k)
     g = rng_for(seed, split, step)
     half = cfg.num_keys

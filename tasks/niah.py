@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hybrid.tasks.base import EvalSpec, IGNORE_INDEX, TaskConfig, check_batch, check_unknown_kwargs, rng_for
+from hybrid.tasks.base import EvalSpec, IGNORE_INDEX, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 QUERY = 0
 HAYSTACKS = ("kv", "random")
@@ -93,7 +93,8 @@ def generate(cfg: NIAHConfig, *, seed: int, split: str, step: int, batch_size: i
     """Returns inputs [batch_size, length] int64 and targets [batch_size, length] int64 (the needle's value at
     the last position, IGNORE_INDEX elsewhere). `depth` in percent places the needle; None draws it."""
     check_unknown_kwargs("niah", eval_kwargs, allowed=["depth"])
-    check_batch(batch_size, length, cfg)
+    check_batch_size(batch_size)
+    cfg.check_length(length)
     if depth is not None:
         check_depth(depth)
     g = rng_for(seed, split, step)

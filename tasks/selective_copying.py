@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch, check_unknown_kwargs, rng_for
+from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 NOISE, MARKER, FIRST_DATA = 0, 1, 2
 
@@ -56,7 +56,8 @@ def generate(cfg: SelectiveCopyingConfig, *, seed: int, split: str, step: int, b
     """Returns inputs [batch_size, length] int64 and targets [batch_size, length] int64 (the data tokens in
     order at the last num_data_tokens positions, IGNORE_INDEX elsewhere)."""
     check_unknown_kwargs("selective_copying", eval_kwargs)
-    check_batch(batch_size, length, cfg)
+    check_batch_size(batch_size)
+    cfg.check_length(length)
     g = rng_for(seed, split, step)
     n = cfg.num_data_tokens
     context = length - n

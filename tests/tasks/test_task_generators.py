@@ -13,14 +13,14 @@ I = IGNORE_INDEX
 
 # The worked example of each module docstring: (module, config, generate kwargs, inputs, targets).
 EXAMPLES = {
-    "induction_heads": (induction_heads, InductionHeadsConfig(), dict(length=12),
+    "induction_heads": (induction_heads, InductionHeadsConfig(), {"length": 12},
                         [11, 12, 6, 15, 6, 14, 13, 0, 0, 1, 12, 15], [I] * 11 + [6]),
-    "selective_copying": (selective_copying, SelectiveCopyingConfig(num_data_tokens=3), dict(length=12),
+    "selective_copying": (selective_copying, SelectiveCopyingConfig(num_data_tokens=3), {"length": 12},
                           [0, 0, 13, 0, 5, 0, 8, 0, 0, 1, 1, 1], [I] * 9 + [13, 5, 8]),
-    "mqar": (mqar, MQARConfig(vocab_size=16, num_kv_pairs=3), dict(length=16),
+    "mqar": (mqar, MQARConfig(vocab_size=16, num_kv_pairs=3), {"length": 16},
              [7, 15, 5, 13, 2, 9, 5, 8, 7, 8, 15, 15, 14, 14, 2, 1],
              [I] * 6 + [13, I, 15] + [I] * 5 + [9, I]),
-    "niah": (niah, NIAHConfig(vocab_size=16), dict(length=12, depth=50),
+    "niah": (niah, NIAHConfig(vocab_size=16), {"length": 12, "depth": 50},
              [1, 8, 4, 12, 5, 9, 7, 10, 2, 14, 0, 5], [I] * 11 + [9]),
 }
 
@@ -133,8 +133,12 @@ def test_mqar_power_law_favours_near_queries():
 
 
 def test_mqar_eval_override_of_pairs():
-    x, y = draw(MQARConfig(vocab_size=64, num_kv_pairs=4), 64, num_kv_pairs=12)
+    _x, y = draw(MQARConfig(vocab_size=64, num_kv_pairs=4), 64, num_kv_pairs=12)
     assert ((y != I).sum(1) == 12).all()
+    _, y = draw(MQARConfig(vocab_size=64, num_kv_pairs=8), 16, num_kv_pairs=4)  # fits 4 pairs, not 8
+    assert ((y != I).sum(1) == 4).all()
+    with pytest.raises(ValueError, match=r"vocab_size=64 .* >= 2 \* num_kv_pairs = 66"):
+        draw(MQARConfig(vocab_size=64, num_kv_pairs=4), 256, num_kv_pairs=33)
 
 
 @pytest.mark.parametrize("haystack", ["kv", "random"])
