@@ -1,0 +1,84 @@
+"""Hugging Face transformers models <-> HybridLM: `from_transformers` (a model in memory or a saved directory)
+and `to_transformers` (our model as a transformers model, optionally saved with save_pretrained)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from hybrid.convert import jamba, mamba
+from hybrid.convert.build import build_loaded, merge_blocks
+from hybrid.convert.links import DictSource, export_from
+from hybrid.convert.sources import open_weights
+from hybrid.convert.specs import UnsupportedConfig
+from hybrid.model import HybridLM
+
+ARCHS = {m.MODEL_TYPE: m for m in (mamba, jamba)}
+
+
+def _arch(model_type, architectures, origin: str):
+    """The architecture module for a config's model_type, or an error naming what is supported."""
+    supported = ", ".join(f"{m.ARCHITECTURE} (model_type {t!r})" for t, m in ARCHS.items())
+    if model_type not in ARCHS:
+        raise UnsupportedConfig(f"converting {origin}", [f"unsupported architecture model_type={model_type!r} "
+                                                         f"{architectures or ''}; supported: {supported}"])
+    arch = ARCHS[model_type]
+    other = [a for a in architectures or [] if a != arch.ARCHITECTURE]
+    if other:
+        raise UnsupportedConfig(f"converting {origin}", [f"architecture {other} has no LM head we can map; "
+                                                         f"supported: {supported}"])
+    return arch
+
+
+def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -> HybridLM:
+    """Our HybridLM with the weights of a transformers MambaForCausalLM or JambaForCausalLM.
+
+    Args:
+        src: the model (in memory) or a directory saved by save_pretrained (config.json + safetensors/bin).
+        dtype: the parameters' dtype (None keeps each tensor's own).
+        blocks: per-symbol block options merged over those derived from the config, e.g.
+            {"M": {"scan_backend": "triton"}} (options that change shapes fail the shape check).
+    Raises UnsupportedConfig for a config we cannot express, ConversionError listing every missing, unmapped
+    or mis-shaped tensor.
+    """
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} has no config.json: not a transformers model directory "
+                                    f"(a mamba-ssm or hybrid checkpoint loads with hybrid.convert.load_checkpoint)")
+        cfg = json.loads((path / "config.json").read_text())
+        source, origin = open_weights(path), str(path)
+    else:
+        if not hasattr(src, "config") or not hasattr(src, "state_dict"):
+            raise TypeError(f"from_transformers takes a transformers model or a directory; got {type(src).__name__}")
+        cfg, origin = src.config.to_dict(), type(src).__name__
+        cfg["architectures"] = [type(src).__name__]
+        source = DictSource(src.state_dict(), origin)
+    arch = _arch(cfg.get("model_type"), cfg.get("architectures"), origin)
+    args = merge_blocks(arch.hybrid_args(cfg, origin=f"{arch.ARCHITECTURE} config of {origin}"), blocks)
+    return build_loaded(args, arch.links, source, dtype, what=f"converting {origin} ({arch.ARCHITECTURE})")
+
+
+def to_transformers(model: HybridLM, out_dir: str | Path | None = None):
+    """`model` as a transformers model: MambaForCausalLM for an all-Mamba stack, JambaForCausalLM for a
+    Jamba-style one (alternating mixer and feed-forward blocks, attention and MoE periodic), in eval mode.
+    With `out_dir`, also save_pretrained there, so that from_pretrained(out_dir) loads it.
+    Raises UnsupportedConfig saying why the model fits neither."""
+    import transformers
+    if set(model.pattern) == {"M"}:
+        arch = mamba
+    else:
+        arch = jamba
+    config = arch.hf_config(model)
+    hf_model = getattr(transformers, arch.ARCHITECTURE)(config)
+    want = {k: tuple(v.shape) for k, v in hf_model.state_dict().items()}
+    links, _ = arch.links(model, set(want))
+    state = export_from(model, links, want, what=f"exporting to {arch.ARCHITECTURE}")
+    dtype = next(model.parameters()).dtype
+    hf_model.to(dtype).load_state_dict(state, strict=True)
+    hf_model.eval()
+    if out_dir is not None:
+        hf_model.save_pretrained(str(out_dir))
+    return hf_model
