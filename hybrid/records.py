@@ -62,8 +62,9 @@ def hardware() -> dict:
 
 def backends() -> dict:
     """The kernel backends that ran in this process."""
-    from hybrid.kernels import attention, selective_scan
-    return {"selective_scan": selective_scan.backends_used(), "attention": attention.backends_used()}
+    from hybrid.kernels.attention import backends_used as attention_backends
+    from hybrid.kernels.selective_scan.interface import backends_used as scan_backends
+    return {"selective_scan": scan_backends(), "attention": attention_backends()}
 
 
 def write_json(path: Path, data: dict) -> None:
