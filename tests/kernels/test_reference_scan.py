@@ -9,7 +9,6 @@ import torch
 from hybrid.kernels.selective_scan.reference import selective_scan_chunked, selective_scan_sequential
 
 F64 = torch.float64
-NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 # relative error of y (and of the fp32 last state) allowed for each input dtype; fp32 at 1e-5 because a negative
 # delta (delta_bias without softplus) makes the state grow, and exp2(delta * A * log2 e) rounds A * log2 e once
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
