@@ -10,7 +10,7 @@ import torch
 
 from hybrid.convert import jamba, mamba
 from hybrid.convert.build import build_loaded, merge_blocks
-from hybrid.convert.links import DictSource, export_from
+from hybrid.convert.links import ConversionError, DictSource, export_from
 from hybrid.convert.sources import open_weights
 from hybrid.convert.specs import UnsupportedConfig
 from hybrid.model import HybridLM
@@ -67,17 +67,20 @@ def to_transformers(model: HybridLM, out_dir: str | Path | None = None):
     With `out_dir`, also save_pretrained there, so that from_pretrained(out_dir) loads it.
     Raises UnsupportedConfig saying why the model fits neither."""
     import transformers
-    if set(model.pattern) == {"M"}:
-        arch = mamba
-    else:
-        arch = jamba
+    arch = mamba if set(model.pattern) == {"M"} else jamba
     config = arch.hf_config(model)
-    hf_model = getattr(transformers, arch.ARCHITECTURE)(config)
+    with torch.device("meta"):  # no random init of weights that are overwritten next (seconds at 100M+)
+        hf_model = getattr(transformers, arch.ARCHITECTURE)(config)
     want = {k: tuple(v.shape) for k, v in hf_model.state_dict().items()}
     links, _ = arch.links(model, set(want))
     state = export_from(model, links, want, what=f"exporting to {arch.ARCHITECTURE}")
-    dtype = next(model.parameters()).dtype
-    hf_model.to(dtype).load_state_dict(state, strict=True)
+    state = {k: t.clone() for k, t in state.items()}  # the transformers model shares no memory with ours
+    hf_model.load_state_dict(state, strict=True, assign=True)
+    if config.tie_word_embeddings:  # assign gave the head its own Parameter: tie it again
+        hf_model.get_output_embeddings().weight = hf_model.get_input_embeddings().weight
+    left = [n for n, t in list(hf_model.named_parameters()) + list(hf_model.named_buffers()) if t.is_meta]
+    if left:
+        raise ConversionError(f"exporting to {arch.ARCHITECTURE}", [f"no value for {n!r}" for n in left])
     hf_model.eval()
     if out_dir is not None:
         hf_model.save_pretrained(str(out_dir))

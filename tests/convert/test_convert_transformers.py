@@ -58,10 +58,12 @@ def test_from_saved_directories(tmp_path):
 
 
 def test_import_export_round_trip_bit_for_bit(tmp_path):
-    for hf in (tiny_mamba(tie=False, bias=True), tiny_jamba()):
+    for hf in (tiny_mamba(), tiny_mamba(tie=False, bias=True), tiny_jamba()):
         ours = from_transformers(hf)
         back = to_transformers(ours)
-        assert type(back) is type(hf)
+        assert type(back) is type(hf) and not back.training
+        tied = back.get_output_embeddings().weight is back.get_input_embeddings().weight
+        assert tied == hf.config.tie_word_embeddings
         want = hf.state_dict()
         got = back.state_dict()
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
