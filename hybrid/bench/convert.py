@@ -74,7 +74,7 @@ def child(phase: str, work: Path) -> dict:
     torch.set_grad_enabled(False)
     setup = {"from_transformers(model)": hf_model}.get(phase)
     if phase in ("save_checkpoint", "to_transformers(model)"):
-        setup = lambda: convert.load_checkpoint(work / "ours")  # noqa: E731
+        setup = lambda: convert.load_checkpoint(work / "ours")
     if phase == "to_transformers(model)":
         import transformers  # noqa: F401  (its import is not the conversion's cost)
     arg = setup() if setup else None
@@ -101,7 +101,7 @@ def prepare(work: Path) -> dict:
     ours = convert.from_transformers(hf).eval()
     convert.save_checkpoint(ours, work / "ours")
     tokens = torch.randint(0, CONFIG["vocab_size"], (1, 64), generator=torch.Generator().manual_seed(0))
-    rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()  # noqa: E731
+    rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
     with torch.no_grad():
         ours_logits, theirs = ours(tokens).logits, hf(tokens).logits
         theirs64 = hf.double()(tokens).logits  # the same model in float64: fp32's own rounding noise at this depth
@@ -113,11 +113,12 @@ def environment() -> dict:
     import safetensors
     import torch
     import transformers
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "hybrid"], capture_output=True,
-                                text=True).stdout.strip())
+                                text=True, check=False).stdout.strip())
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_avg_1m": os.getloadavg()[0],
             "versions": {"python": platform.python_version(), "torch": torch.__version__,

@@ -77,8 +77,8 @@ def load_checkpoint(path: str | Path, vocab_size: int | None = None, dtype="floa
         config = _read_config(path / CONFIG_NAME)
         if config.get("format") != FORMAT or config.get("version") != VERSION:
             raise ConversionError(f"reading {path / CONFIG_NAME}", [
-                f"format {config.get('format')!r} version {config.get('version')!r}; expected {FORMAT!r} "
-                f"version {VERSION}"])
+                (f"format {config.get('format')!r} version {config.get('version')!r}; expected {FORMAT!r} "
+                 f"version {VERSION}")])
         args = merge_blocks(dict(config["model"]), blocks)
         weights = path / WEIGHTS_NAME
         if not weights.exists():

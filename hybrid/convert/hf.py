@@ -22,13 +22,13 @@ def _arch(model_type, architectures, origin: str):
     """The architecture module for a config's model_type, or an error naming what is supported."""
     supported = ", ".join(f"{m.ARCHITECTURE} (model_type {t!r})" for t, m in ARCHS.items())
     if model_type not in ARCHS:
-        raise UnsupportedConfig(f"converting {origin}", [f"unsupported architecture model_type={model_type!r} "
-                                                         f"{architectures or ''}; supported: {supported}"])
+        raise UnsupportedConfig(f"converting {origin}", [(f"unsupported architecture model_type={model_type!r} "
+                                                          f"{architectures or ''}; supported: {supported}")])
     arch = ARCHS[model_type]
     other = [a for a in architectures or [] if a != arch.ARCHITECTURE]
     if other:
-        raise UnsupportedConfig(f"converting {origin}", [f"architecture {other} has no LM head we can map; "
-                                                         f"supported: {supported}"])
+        raise UnsupportedConfig(f"converting {origin}", [(f"architecture {other} has no LM head we can map; "
+                                                          f"supported: {supported}")])
     return arch
 
 

@@ -38,8 +38,8 @@ def hybrid_args(cfg: Mapping, origin: str = "JambaConfig") -> dict:
     check_supported([
         (cfg.get("hidden_act", "silu") == "silu", f"hidden_act={cfg.get('hidden_act')!r}: our blocks use silu"),
         (d_model % n_heads == 0, f"hidden_size={d_model} is not divisible by num_attention_heads={n_heads}"),
-        (head_dim in (None, d_model // n_heads), f"head_dim={head_dim}: our attention has head_dim = "
-                                                 f"hidden_size / num_attention_heads = {d_model // n_heads}"),
+        (head_dim in (None, d_model // n_heads), (f"head_dim={head_dim}: our attention has head_dim = "
+                                                  f"hidden_size / num_attention_heads = {d_model // n_heads}")),
     ], origin)
     jamba = dict(n_layers=n_layers, attn_layer_period=cfg.get("attn_layer_period", 8),
                  attn_layer_offset=cfg.get("attn_layer_offset", 4),
@@ -129,13 +129,13 @@ def hf_config(model: HybridLM):
         (m is None or not m["dt_bc_norm"] or m["dt_bc_norm_eps"] == model.norm.eps,
          f"Jamba has one rms_norm_eps: dt_bc_norm_eps={m and m['dt_bc_norm_eps']} != norm_eps={model.norm.eps}"),
         (m is None or m["in_bias"] == m["out_bias"], "Mamba in_proj and out_proj bias must agree (mamba_proj_bias)"),
-        (a is None or a["rope_base"] is None, "Jamba's attention has no positional embedding: set "
-                                              "blocks.A.rope_base=null"),
+        (a is None or a["rope_base"] is None, ("Jamba's attention has no positional embedding: set "
+                                               "blocks.A.rope_base=null")),
         (a is None or not a["bias"], "Jamba's attention has no bias"),
         (len(hidden) <= 1, f"Jamba has one intermediate_size for MLP and experts; ours: {sorted(hidden)}"),
         (not any(s and s["bias"] for s in (f, e)), "Jamba's MLP and experts have no bias"),
-        (e is None or not e["renormalize"], "Jamba's router does not renormalise the top-k weights: set "
-                                            "blocks.E.renormalize=false"),
+        (e is None or not e["renormalize"], ("Jamba's router does not renormalise the top-k weights: set "
+                                             "blocks.E.renormalize=false")),
         (not model.residual_in_fp32, "Jamba keeps the residual in the weights' dtype: residual_in_fp32=false"),
     ], target)
     n_layers = len(p) // 2

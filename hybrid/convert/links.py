@@ -172,7 +172,7 @@ def load_into(model: nn.Module, links: Sequence[Link], source: TensorSource, ext
             assert tuple(t.shape) == ours_shapes[name], (name, t.shape, ours_shapes[name])
             state[name] = t.to(dtype=dtype or t.dtype, copy=True).contiguous()
     for link in links:  # a tied copy present in the source must equal what was loaded
-        if link.tied and all(k in source.keys() for k in link.theirs):
+        if link.tied and set(link.theirs) <= set(source.keys()):
             for name, k in zip(link.ours, link.theirs):
                 if not torch.equal(source.get(k).to(state[name].dtype), state[name]):
                     problems.append(f"tied tensor differs: source {k!r} should equal our {name!r} "

@@ -60,8 +60,8 @@ def hf_config(model: HybridLM):
     target = "transformers' MambaConfig"
     spec = uniform_spec(model, "M", target)
     check_supported([
-        (set(model.pattern) == {"M"}, f"pattern {model.pattern!r}: a Mamba model has only Mamba blocks ('M'); "
-                                      f"export mixed stacks as Jamba"),
+        (set(model.pattern) == {"M"}, (f"pattern {model.pattern!r}: a Mamba model has only Mamba blocks "
+                                       f"('M'); export mixed stacks as Jamba")),
         (spec is None or spec["selective"], "selective=False (LTI) blocks have no Hugging Face form"),
         (spec is None or not spec["dt_bc_norm"], "dt_bc_norm=True is Jamba's Mamba; MambaConfig has no dt/B/C norms"),
         (spec is None or spec["in_bias"] == spec["out_bias"], "in_proj and out_proj bias must agree (use_bias)"),

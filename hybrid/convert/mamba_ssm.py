@@ -59,24 +59,25 @@ def hybrid_args(cfg: Mapping, origin: str = "mamba-ssm config") -> dict:
               (ssm.get("layer", "Mamba1") == "Mamba1",
                f"ssm_cfg.layer={ssm.get('layer')!r}: only Mamba1 blocks are implemented (Mamba-2 'S' is not yet)"),
               (cfg.get("rms_norm", True), "rms_norm=false (LayerNorm): our blocks use RMSNorm"),
-              (all(0 <= i < n_layers for i in attn_idx), f"attn_layer_idx {sorted(attn_idx)} outside 0..{n_layers - 1}")]
+              (all(0 <= i < n_layers for i in attn_idx),
+               f"attn_layer_idx {sorted(attn_idx)} outside 0..{n_layers - 1}")]
     if attn_idx:
         scale = attn.get("softmax_scale")
         checks += [
             (not (set(attn) - ATTN_KEYS), f"unknown attn_cfg keys {sorted(set(attn) - ATTN_KEYS)}"),
             ("num_heads" in attn, "attn_cfg has no num_heads"),
             (attn.get("causal", False), "attn_cfg.causal is false: our attention is causal (a language model's is)"),
-            (not attn.get("mlp_dim", 0), f"attn_cfg.mlp_dim={attn.get('mlp_dim')}: the MLP fused into MHA's "
-                                         f"projections is not supported"),
+            (not attn.get("mlp_dim", 0), (f"attn_cfg.mlp_dim={attn.get('mlp_dim')}: the MLP fused into MHA's "
+                                          f"projections is not supported")),
             (not attn.get("d_conv", 0), f"attn_cfg.d_conv={attn.get('d_conv')}: a conv on q/k/v is not supported"),
             (d_model % heads == 0 and head_dim == d_model // heads,
              f"attn_cfg.head_dim={head_dim}: ours is d_model / num_heads ({d_model} / {heads})"),
             (scale is None or abs(scale - head_dim ** -0.5) < 1e-12,
              f"attn_cfg.softmax_scale={scale}: ours is 1/sqrt(head_dim)"),
-            (rotary in (0, head_dim), f"attn_cfg.rotary_emb_dim={rotary}: partial rotary is not supported "
-                                      f"(0 or head_dim={head_dim})"),
-            (not attn.get("rotary_emb_interleaved", False), "interleaved rotary is not supported (ours is "
-                                                            "GPT-NeoX's half split)"),
+            (rotary in (0, head_dim), (f"attn_cfg.rotary_emb_dim={rotary}: partial rotary is not supported "
+                                       f"(0 or head_dim={head_dim})")),
+            (not attn.get("rotary_emb_interleaved", False), ("interleaved rotary is not supported (ours is "
+                                                             "GPT-NeoX's half split)")),
             (attn.get("qkv_proj_bias", True) == attn.get("out_proj_bias", True),
              "qkv_proj_bias and out_proj_bias differ: our attention has one bias setting"),
         ]

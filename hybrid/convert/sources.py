@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import struct
 import zipfile
 from pathlib import Path
@@ -35,8 +36,8 @@ def safetensors_header(path: Path) -> dict:
             raise ConversionError(f"reading {path}", [f"file is {size} bytes: too short for a safetensors header"])
         (n,) = struct.unpack("<Q", head)
         if 8 + n > size:
-            raise ConversionError(f"reading {path}", [f"truncated: the header claims {n} bytes but the file has "
-                                                      f"{size} bytes in all; no tensor can be read"])
+            raise ConversionError(f"reading {path}", [(f"truncated: the header claims {n} bytes but the file "
+                                                       f"has {size} bytes in all; no tensor can be read")])
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -84,8 +85,8 @@ class FileSource(TensorSource):
 
     def _add(self, name: str, path: Path, shape: tuple):
         if name in self.where:
-            raise ConversionError(f"reading {self.origin}", [f"tensor {name!r} is in both {self.where[name]} "
-                                                             f"and {path}"])
+            raise ConversionError(f"reading {self.origin}",
+                                  [f"tensor {name!r} is in both {self.where[name]} and {path}"])
         self.where[name], self._shapes[name] = path, shape
 
     def keys(self) -> list[str]:
@@ -106,7 +107,7 @@ def _load_bin(path: Path) -> dict:
     file (torch >= 1.6), since mmap cannot read the legacy format."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as e:  # torch raises RuntimeError, OSError, pickle errors ... for a damaged file
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as e:  # a damaged file
         raise ConversionError(f"reading {path} ({path.stat().st_size} bytes)", [
             f"not a readable PyTorch checkpoint (truncated or corrupted?): {type(e).__name__}: {e}"]) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

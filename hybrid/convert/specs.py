@@ -73,6 +73,6 @@ def check_supported(checks: list[tuple[bool, str]], origin: str) -> None:
 def exact_expand(d_inner: int, d_model: int, where: str) -> int:
     """The integer expand factor that gives d_inner = expand * d_model (our Mamba block's only form)."""
     if d_inner % d_model:
-        raise UnsupportedConfig(where, [f"intermediate size {d_inner} is not a whole multiple of "
-                                        f"d_model {d_model}; our Mamba block has d_inner = expand * d_model"])
+        raise UnsupportedConfig(where, [(f"intermediate size {d_inner} is not a whole multiple of "
+                                         f"d_model {d_model}; our Mamba block has d_inner = expand * d_model")])
     return d_inner // d_model

@@ -46,7 +46,7 @@ def test_mamba_only_same_logits_as_transformers(tmp_path):
 
 def hybrid_state(g):
     """A random mamba-ssm state for n_layer=2, attn_layer_idx=[1], d_intermediate=40, vocab 48, tied."""
-    r = lambda *shape: torch.randn(*shape, generator=g) * 0.3  # noqa: E731
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.3
     d_inner, d_state, dt_rank, qkv = 2 * D, 4, 2, HEAD_DIM * (HEADS + 2 * KV_HEADS)
     state = {"backbone.embedding.weight": r(48, D), "backbone.norm_f.weight": 1 + r(D)}
     for i in range(2):
