@@ -72,7 +72,8 @@ def load_checkpoint(path: str | Path, vocab_size: int | None = None, dtype="floa
     """
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {path} is not a directory")
+        raise FileNotFoundError(f"checkpoint {path} is not a local directory (hub ids are not downloaded here: "
+                                f"fetch one with `huggingface-cli download ID --local-dir DIR` and pass DIR)")
     if (path / CONFIG_NAME).exists():
         config = _read_config(path / CONFIG_NAME)
         if config.get("format") != FORMAT or config.get("version") != VERSION:

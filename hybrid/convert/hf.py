@@ -45,6 +45,9 @@ def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -
     """
     if isinstance(src, (str, Path)):
         path = Path(src)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a local directory (hub ids are not downloaded here: fetch one "
+                                    f"with `huggingface-cli download ID --local-dir DIR` and pass DIR)")
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} has no config.json: not a transformers model directory "
                                     f"(a mamba-ssm or hybrid checkpoint loads with hybrid.convert.load_checkpoint)")

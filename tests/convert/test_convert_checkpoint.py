@@ -123,6 +123,9 @@ def test_missing_extra_and_misshaped_tensors_all_named(tmp_path):
 
 
 def test_not_a_checkpoint(tmp_path):
+    for load in (load_checkpoint, from_transformers):
+        with pytest.raises(FileNotFoundError, match="not a local directory.*huggingface-cli download"):
+            load(tmp_path / "state-spaces" / "mamba-130m-hf")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(FileNotFoundError, match=r"holds no checkpoint.*\['notes.txt'\]"):
         load_checkpoint(tmp_path)
