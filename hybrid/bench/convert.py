@@ -3,7 +3,8 @@
 Time and peak memory of checkpoint conversion for a ~130M-parameter Mamba (transformers' MambaConfig with
 hidden_size=768, num_hidden_layers=24, vocab_size=50280; random weights, float32) on the CPU. Every phase runs
 in a fresh process, so that its peak resident memory (RSS, sampled every 2 ms from /proc/self/statm) is its
-own; the row gives the median time and the largest peak over the repeats:
+own; each row (op, provider, mode, x, median_s, p20_s, p80_s, peak MiB, device, versions, commit) gives the
+median time and the largest peak over the repeats:
 
     from_transformers(model)       in-memory MambaForCausalLM -> HybridLM
     from_transformers(dir)         its save_pretrained directory (safetensors) -> HybridLM
@@ -119,7 +120,7 @@ def environment() -> dict:
                             check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "hybrid"], capture_output=True,
                                 text=True, check=False).stdout.strip())
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"device": f"cpu: {cpu}", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_avg_1m": os.getloadavg()[0],
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "transformers": transformers.__version__, "safetensors": safetensors.__version__},
@@ -152,8 +153,10 @@ def main(argv=None) -> int:
                          "n_params": check["n_params"], "median_s": statistics.median(secs), "p20_s": q[0],
                          "p80_s": q[3], "peak_extra_mib": max(r["peak_extra_mib"] for r in runs),
                          "peak_rss_mib": max(r["peak_mib"] for r in runs), "repeats": len(runs)})
+    env = environment()
+    rows = [dict(r, device=env["device"], versions=env["versions"], commit=env["commit"]) for r in rows]
     result = {"bench": "convert", "model": {"MambaConfig": CONFIG, **check},
-              "fp32_weights_mib": check["n_params"] * 4 / 2 ** 20, **environment(), "rows": rows}
+              "fp32_weights_mib": check["n_params"] * 4 / 2 ** 20, **env, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'phase':<26} {'median s':>9} {'p20':>7} {'p80':>7} {'peak extra MiB':>15} {'peak RSS MiB':>13}")
