@@ -69,22 +69,26 @@ def chunk_len_for(batch: int, dim: int, N: int, L: int) -> int:
 
 
 def _time_major(t, acc):
-    """[batch, C, L] (any strides, any float dtype) -> contiguous [L, batch, C] in `acc` (a fresh tensor or a view)."""
-    return t.permute(2, 0, 1).to(acc).contiguous()
+    """[batch, C, L] (any strides, any float dtype) -> a fresh contiguous [L, batch, C] in `acc` (one copy)."""
+    batch, C, L = t.shape
+    return torch.empty(L, batch, C, dtype=acc, device=t.device).copy_(t.permute(2, 0, 1))
 
 
-def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, acc):
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus, acc, keep_sigmoid):
     """Time-major inputs in `acc`: u, dt (delta after bias and softplus) [L, batch, dim]; A [N, dim];
-    B, C [L, batch, N] (selective) or [N, dim] (LTI)."""
+    B, C [L, batch, N] (selective) or [N, dim] (LTI); and softplus' derivative sigmoid(delta + bias)
+    [L, batch, dim] when keep_sigmoid and delta_softplus (else None)."""
     dt = _time_major(delta, acc)
     if delta_bias is not None:
-        dt = dt + delta_bias.to(acc)  # not in place: dt may be a view of the caller's delta
+        dt.add_(delta_bias.to(acc))
+    sig = None
     if delta_softplus:
+        sig = torch.sigmoid(dt) if keep_sigmoid else None
         dt = F.softplus(dt)
 
     def bc(t):
         return _time_major(t, acc) if t.dim() == 3 else t.to(acc).t().contiguous()
-    return _time_major(u, acc), dt, A.to(acc).t().contiguous(), bc(B), bc(C)
+    return _time_major(u, acc), dt, A.to(acc).t().contiguous(), bc(B), bc(C), sig
 
 
 def _steps(t, c0, c1):
@@ -122,7 +126,8 @@ class _ChunkedScan(torch.autograd.Function):
         batch, dim, L = u.shape
         N = A.shape[1]
         T = min(L, chunk_len or chunk_len_for(batch, dim, N, L))
-        u_t, dt, A_t, B_t, C_t = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, acc)
+        need_ddt = ctx.needs_input_grad[1] or ctx.needs_input_grad[7]
+        u_t, dt, A_t, B_t, C_t, sig_dt = _prepare(u, delta, A, B, C, delta_bias, delta_softplus, acc, need_ddt)
         x, A2 = dt * u_t, A_t * _LOG2E
         h = (initial_state.to(acc).transpose(1, 2) if initial_state is not None
              else u_t.new_zeros(batch, N, dim))  # [batch, N, dim]
@@ -145,11 +150,11 @@ class _ChunkedScan(torch.autograd.Function):
             h = hs[n]
         last = h.transpose(1, 2).contiguous()  # [batch, dim, N], no longer a view of the buffer
 
-        y_t = ys if D is None else torch.addcmul(ys, u_t, D.to(acc))  # [L, batch, dim]
+        y_t = ys if D is None else ys.addcmul_(u_t, D.to(acc))  # [L, batch, dim], before the gate
         z_t = _time_major(z, acc) if z is not None else None
-        out = y_t * F.silu(z_t) if z is not None else y_t
-        ctx.save_for_backward(u_t, dt, A_t, B_t, C_t, D, z_t, starts, y_t if z is not None else None)
-        ctx.T, ctx.delta_softplus, ctx.has_bias = T, delta_softplus, delta_bias is not None
+        out = F.silu(z_t).mul_(y_t) if z is not None else y_t
+        ctx.save_for_backward(u_t, dt, A_t, B_t, C_t, D, z_t, starts, y_t if z is not None else None, sig_dt)
+        ctx.T, ctx.has_bias = T, delta_bias is not None
         ctx.dtypes = [t.dtype if t is not None else None
                       for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
         ctx.set_materialize_grads(False)
@@ -158,18 +163,19 @@ class _ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlast=None):
-        u_t, dt, A_t, B_t, C_t, D, z_t, starts, y_t = ctx.saved_tensors
+        u_t, dt, A_t, B_t, C_t, D, z_t, starts, y_t, sig_dt = ctx.saved_tensors
         acc, T = u_t.dtype, ctx.T
         L, batch, dim = u_t.shape
         N = A_t.shape[0]
         selective = B_t.dim() == 3
+        need_dA, need_dB, need_dC = ctx.needs_input_grad[2:5]
         gy = _time_major(dout, acc) if dout is not None else u_t.new_zeros(L, batch, dim)  # d loss / d out
-        dz = dD = None
+        dz = dD = du = None
         if z_t is not None:
             sig = torch.sigmoid(z_t)
-            dz = gy * y_t * sig * (1 + z_t * (1 - sig))  # silu'(z) = sig(z) * (1 + z * (1 - sig(z)))
-            gy = gy * z_t * sig  # now d loss / d (scan output + D u)
-        du = None
+            dsilu = torch.sub(1, sig).mul_(z_t).add_(1).mul_(sig)  # silu'(z) = sig(z) * (1 + z * (1 - sig(z)))
+            dz = torch.mul(gy, y_t).mul_(dsilu)
+            gy.mul_(sig).mul_(z_t)  # now d loss / d (scan output + D u)
         if D is not None:
             dD = (gy * u_t).sum((0, 1))
             du = gy * D.to(acc)
@@ -192,11 +198,12 @@ class _ChunkedScan(torch.autograd.Function):
             _chunk_states(dt[c0:c1], x[c0:c1], A2, Bk, starts[k], dA, hs)
             dA_k, G_k, gy_k = dA[:n], G[:n], gy[c0:c1]
             # dC = sum over dim (selective; over time, batch, too for LTI) of gy * h; G is scratch until the scan
-            prod = torch.mul(hs[1:n + 1], gy_k[:, :, None, :], out=G_k)
-            if selective:
-                torch.sum(prod, -1, out=dC[c0:c1])
-            else:
-                dC += prod.sum((0, 1))
+            if need_dC:
+                prod = torch.mul(hs[1:n + 1], gy_k[:, :, None, :], out=G_k)
+                if selective:
+                    torch.sum(prod, -1, out=dC[c0:c1])
+                else:
+                    dC += prod.sum((0, 1))
             # the reverse scan: G_t = C_t gy_t + dA_{t+1} G_{t+1}
             torch.mul(gy_k[:, :, None, :], _per_step(Ck), out=G_k)
             if carry is not None:
@@ -208,20 +215,24 @@ class _ChunkedScan(torch.autograd.Function):
             Q = dA_k.mul_(G_k).mul_(hs[:n])
             scratch = hs[1:n + 1]
             # G_t is also d loss / d (dt_t B_t u_t): dB, and d loss / d x
-            prod = torch.mul(G_k, x[c0:c1, :, :, None].transpose(2, 3), out=scratch)
+            if need_dB:
+                prod = torch.mul(G_k, x[c0:c1, :, None, :], out=scratch)
+                if selective:
+                    torch.sum(prod, -1, out=dB[c0:c1])
+                else:
+                    dB += prod.sum((0, 1))
             if selective:
-                torch.sum(prod, -1, out=dB[c0:c1])
                 torch.bmm(Bk.reshape(n * batch, 1, N), G_k.view(n * batch, N, dim),
                           out=dx[c0:c1].view(n * batch, 1, dim))
             else:
-                dB += prod.sum((0, 1))
                 torch.sum(torch.mul(G_k, Bk, out=scratch), 2, out=dx[c0:c1])
             torch.sum(torch.mul(Q, A_t, out=scratch), 2, out=ddt[c0:c1])
-            dA_sum += torch.mul(Q, dt[c0:c1, :, None, :], out=G_k).sum((0, 1))
+            if need_dA:
+                dA_sum += torch.mul(Q, dt[c0:c1, :, None, :], out=G_k).sum((0, 1))
         ddt.addcmul_(dx, u_t)  # x = dt * u
         du = dx.mul_(dt) if du is None else du.addcmul_(dx, dt)
-        if ctx.delta_softplus:
-            ddt.mul_(torch.expm1(-dt).neg_())  # softplus'(r) = sigmoid(r) = 1 - exp(-softplus(r))
+        if sig_dt is not None:
+            ddt.mul_(sig_dt)  # softplus'(r) = sigmoid(r)
         ddelta_bias = ddt.sum((0, 1)) if ctx.has_bias else None
         dinit = carry.transpose(1, 2) if ctx.dtypes[8] is not None else None  # [batch, dim, N]
 
@@ -230,7 +241,7 @@ class _ChunkedScan(torch.autograd.Function):
                 g = g.permute(1, 2, 0) if g.dim() == 3 else g.t()
             return g.to(dtype) if g is not None else None
         grads = (du, ddt, dA_sum, dB, dC, dD, dz, ddelta_bias, dinit)  # in forward's argument order
-        grads = [back(g, dtype) if i != 8 else (g.to(dtype) if g is not None else None)
+        grads = [None if not ctx.needs_input_grad[i] else back(g, dtype) if i != 8 else g.to(dtype)
                  for i, (g, dtype) in enumerate(zip(grads, ctx.dtypes))]
         return (*grads, None, None, None)
 

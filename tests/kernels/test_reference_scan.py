@@ -160,6 +160,22 @@ def test_only_last_state_or_only_y_in_the_loss():
             assert (a - b).abs().max() <= 1e-12 * b.abs().max(), (pick, name)
 
 
+def test_only_some_inputs_require_grad():
+    """Inputs without requires_grad get no gradient; the others are unchanged by that."""
+    x, sp = make_inputs(2, 4, 10, 3, OPTIONS["all"], dtype=F64, seed=29)
+    full = grads(selective_scan_chunked, x, sp, chunk_len=3)
+    for names in (("u",), ("delta", "delta_bias"), ("A", "D"), ("B", "C", "z", "initial_state")):
+        leaves = {k: v.clone().requires_grad_(k in names) for k, v in x.items()}
+        y, last = run(selective_scan_chunked, leaves, sp, chunk_len=3)
+        g = torch.Generator().manual_seed(1)
+        gy, gl = torch.randn(y.shape, generator=g, dtype=F64), torch.randn(last.shape, generator=g, dtype=F64)
+        ((y * gy).sum() + (last * gl).sum()).backward()
+        for k, v in leaves.items():
+            assert (v.grad is not None) == (k in names), k
+            if v.grad is not None:
+                assert rel(v.grad, full[k]) < 1e-12, k
+
+
 def test_non_contiguous_inputs():
     """The Mamba block passes transposed views ([batch, L, dim] memory); the result must not depend on strides."""
     x, sp = make_inputs(2, 6, 11, 3, OPTIONS["all"], seed=19)
