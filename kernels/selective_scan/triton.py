@@ -10,20 +10,99 @@ chunk's states from that, and reverse-scans the state gradient. dB, dC (summed o
 per-block partials and reduced by torch in a fixed order: no atomics, so two runs are bitwise identical.
 Order in this file: kernels -> launchers -> torch.library custom ops (+ autograd, fake impls) -> public function.
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
 
-DEFAULT_CHUNK = 32  # T: time steps per chunk (tile width, and the spacing of the saved states)
-DEFAULT_BLOCK_D = 16  # channels per program
-DEFAULT_NUM_WARPS = 8
+# Tile shapes (README "Tiles and layouts"); untuned guesses until the GPU tuning (issue 8).
+# chunk: time steps per chunk, shared by both kernels (it is the spacing of the saved states);
+# block_d: channels per program; tnd: 3-D tile axis order [T, N, BLOCK_D] (else [T, BLOCK_D, N]).
+CONFIG = dict(chunk=16, fwd_block_d=32, fwd_num_warps=4, bwd_block_d=32, bwd_num_warps=8, tnd=True)
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+# Tiles are 3-D with time first: [T, N, BLOCK_D] when TND, else [T, BLOCK_D, N]. Triton's default layout spreads
+# lanes over the last axes, so the time axis stays inside each thread and the scans over it are in-thread loops.
+# Per-step tiles are [T, BLOCK_D] (u, delta, z, y) and [T, N] (B, C); per-channel tiles (state, A, LTI B/C) are
+# [N, BLOCK_D] when TND else [BLOCK_D, N]. These helpers place each in the 3-D tile.
+
+@triton.jit
+def _td(x, TND: tl.constexpr):
+    """[T, BLOCK_D] -> 3-D"""
+    if TND:
+        return x[:, None, :]
+    else:
+        return x[:, :, None]
 
 
 @triton.jit
-def _linear_combine(a1, b1, a2, b2):
-    # composition of x -> a1 x + b1 followed by x -> a2 x + b2; with reverse=True the same function gives
-    # g_t = a_t g_{t+1} + b_t (the scan runs as if the axis were flipped)
+def _tn(x, TND: tl.constexpr):
+    """[T, N] -> 3-D"""
+    if TND:
+        return x[:, :, None]
+    else:
+        return x[:, None, :]
+
+
+@triton.jit
+def _outer(d, n, TND: tl.constexpr):
+    """d [BLOCK_D], n [N] -> the per-channel tile d + n ([N, BLOCK_D] or [BLOCK_D, N]); for offsets"""
+    if TND:
+        return n[:, None] + d[None, :]
+    else:
+        return d[:, None] + n[None, :]
+
+
+@triton.jit
+def _outer_and(d, n, TND: tl.constexpr):
+    if TND:
+        return n[:, None] & d[None, :]
+    else:
+        return d[:, None] & n[None, :]
+
+
+@triton.jit
+def _sum_n(x, TND: tl.constexpr):
+    """3-D -> [T, BLOCK_D]"""
+    if TND:
+        return tl.sum(x, axis=1)
+    else:
+        return tl.sum(x, axis=2)
+
+
+@triton.jit
+def _sum_d(x, TND: tl.constexpr):
+    """3-D -> [T, N]"""
+    if TND:
+        return tl.sum(x, axis=2)
+    else:
+        return tl.sum(x, axis=1)
+
+
+@triton.jit
+def _exp2(x, FAST_EXP: tl.constexpr):
+    # ex2.approx.ftz skips the denormal range fix-up (a compare and two multiplies) of tl.exp2
+    if FAST_EXP:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def _fwd_combine(a1, b1, a2, b2):
+    # x -> a1 x + b1, then x -> a2 x + b2
     return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _bwd_combine(a_r, p_r, g_r, a_l, p_l, g_l):
+    # The reverse scan of g_t = c_t + a_{t+1} g_{t+1}. A segment [s..e] is (a_s, prod_{s<t<=e} a_t, g_s); Triton's
+    # reverse scan passes the later segment (r) first. Coefficients shifted by one step need no shifted loads.
+    m = p_l * a_r
+    return a_l, m * p_r, g_l + m * g_r
 
 
 @triton.jit
@@ -33,12 +112,16 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_delta(delta_ptr, offs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """delta tile [BLOCK_D, T] in fp32 after bias and softplus; 0 where masked so that exp(0 * A) = 1 there."""
-    raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+def _load_delta(ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """delta tile [T, BLOCK_D] in fp32 after bias and softplus, 0 where masked (so exp(0 * A) = 1 there), and the
+    pre-softplus value."""
+    raw = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        raw = raw + bias[:, None]
-    dt = _softplus(raw) if SOFTPLUS else raw
+        raw = raw + bias[None, :]
+    if SOFTPLUS:
+        dt = _softplus(raw)
+    else:
+        dt = raw
     return tl.where(mask, dt, 0.0), raw
 
 
@@ -48,9 +131,10 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
                 L, dim, n_chunks,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
-                N: tl.constexpr, N_P: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+                N: tl.constexpr, N_P: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, TND: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
+                FAST_EXP: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     dd = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # [BLOCK_D] channel ids
     nn = tl.arange(0, N_P)
@@ -58,56 +142,54 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
     dmask = dd < dim
     nmask = nn < N
     dd64 = dd.to(tl.int64)
-    dn_mask = dmask[:, None] & nmask[None, :]
-    # A [dim, N] -> [BLOCK_D, N_P]; padded states get A = 0, B = C = 0: they stay 0 and add nothing
-    A = tl.load(A_ptr + dd64[:, None] * s_a0 + nn[None, :] * s_a1, mask=dn_mask, other=0.0).to(tl.float32)
+    s_mask = _outer_and(dmask, nmask, TND)  # per-channel tiles
+    # padded states get A = 0 and B = C = 0: they stay 0 and add nothing
+    A2 = tl.load(A_ptr + _outer(dd64 * s_a0, nn * s_a1, TND), mask=s_mask, other=0.0).to(tl.float32) * LOG2E
     bias = tl.load(bias_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     Dv = tl.load(D_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
     if not B_SEL:  # LTI: B [dim, N]
-        Bt = tl.load(B_ptr + dd64[:, None] * s_b0 + nn[None, :] * s_b1, mask=dn_mask, other=0.0).to(tl.float32)
+        B3 = tl.load(B_ptr + _outer(dd64 * s_b0, nn * s_b1, TND), mask=s_mask, other=0.0).to(tl.float32)[None]
     if not C_SEL:
-        Ct = tl.load(C_ptr + dd64[:, None] * s_c0 + nn[None, :] * s_c1, mask=dn_mask, other=0.0).to(tl.float32)
-    dn_off = (pid_b * dim + dd64)[:, None] * N + nn[None, :]  # offsets into [batch, dim, N] fp32 buffers
+        C3 = tl.load(C_ptr + _outer(dd64 * s_c0, nn * s_c1, TND), mask=s_mask, other=0.0).to(tl.float32)[None]
+    s_off = _outer((pid_b * dim + dd64) * N, nn, TND)  # into [batch, dim, N] fp32 buffers
     if HAS_H0:
-        h = tl.load(h0_ptr + dn_off, mask=dn_mask, other=0.0)
+        h = tl.load(h0_ptr + s_off, mask=s_mask, other=0.0)
     else:
-        h = tl.zeros([BLOCK_D, N_P], dtype=tl.float32)
-    u_base = u_ptr + pid_b * s_ub + dd64[:, None] * s_ud  # [BLOCK_D, 1] pointers
-    t_base = delta_ptr + pid_b * s_tb + dd64[:, None] * s_td
-    z_base = z_ptr + pid_b * s_zb + dd64[:, None] * s_zd
-    y_base = y_ptr + (pid_b * dim + dd64)[:, None] * L
-    for c in range(0, n_chunks):
+        h = tl.zeros(s_mask.shape, dtype=tl.float32)
+    u_base = u_ptr + pid_b * s_ub + dd64[None, :] * s_ud  # [1, BLOCK_D] pointers
+    t_base = delta_ptr + pid_b * s_tb + dd64[None, :] * s_td
+    z_base = z_ptr + pid_b * s_zb + dd64[None, :] * s_zd
+    y_base = y_ptr + (pid_b * dim + dd64)[None, :] * L
+    st_base = states_ptr + _outer((pid_b * dim + dd64) * n_chunks * N, nn, TND)
+    first = (tt == 0)[:, None, None]
+    last = (tt == T - 1)[:, None, None]
+    for c in range(n_chunks):
         if SAVE:  # the state entering chunk c, for the backward
-            tl.store(states_ptr + ((pid_b * dim + dd64)[:, None] * n_chunks + c) * N + nn[None, :], h, mask=dn_mask)
-        tg = (c * T + tt).to(tl.int64)  # [T] global time index
-        tmask = tg < L
-        m2 = dmask[:, None] & tmask[None, :]  # [BLOCK_D, T]
-        dt, _ = _load_delta(t_base, tg[None, :] * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_base + tg[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
-        if B_SEL:  # [N_P, T] -> broadcast over channels
-            Bt = tl.load(B_ptr + pid_b * s_bb + nn[:, None] * s_b0 + tg[None, :] * s_b1,
-                         mask=nmask[:, None] & tmask[None, :], other=0.0).to(tl.float32)
-            b = (dt * u)[:, None, :] * Bt[None, :, :]  # [BLOCK_D, N_P, T]
-        else:
-            b = (dt * u)[:, None, :] * Bt[:, :, None]
-        a = tl.exp(dt[:, None, :] * A[:, :, None])  # [BLOCK_D, N_P, T]
-        pa, hs = tl.associative_scan((a, b), 2, _linear_combine)
-        hs = hs + pa * h[:, :, None]  # states h_t of the chunk
+            tl.store(st_base + c * N, h, mask=s_mask)
+        tg = (c * T + tt).to(tl.int64)[:, None]  # [T, 1] global time index
+        m2 = (tg < L) & dmask[None, :]  # [T, BLOCK_D]
+        dt, _ = _load_delta(t_base + tg * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_base + tg * s_ul, mask=m2, other=0.0).to(tl.float32)
+        if B_SEL:
+            B3 = _tn(tl.load(B_ptr + pid_b * s_bb + tg * s_b1 + nn[None, :] * s_b0,
+                             mask=(tg < L) & nmask[None, :], other=0.0).to(tl.float32), TND)
+        a = _exp2(_td(dt, TND) * A2[None], FAST_EXP)  # [T, N, BLOCK_D] (TND)
+        b = _td(dt * u, TND) * B3
+        b = tl.where(first, b + a * h[None], b)  # the carry enters at the chunk's first step
+        _, hs = tl.associative_scan((a, b), 0, _fwd_combine)  # states h_t of the chunk
         if C_SEL:
-            Cc = tl.load(C_ptr + pid_b * s_cb + nn[:, None] * s_c0 + tg[None, :] * s_c1,
-                         mask=nmask[:, None] & tmask[None, :], other=0.0).to(tl.float32)
-            y = tl.sum(hs * Cc[None, :, :], axis=1)  # [BLOCK_D, T]
-        else:
-            y = tl.sum(hs * Ct[:, :, None], axis=1)
+            C3 = _tn(tl.load(C_ptr + pid_b * s_cb + tg * s_c1 + nn[None, :] * s_c0,
+                             mask=(tg < L) & nmask[None, :], other=0.0).to(tl.float32), TND)
+        y = _sum_n(hs * C3, TND)  # [T, BLOCK_D]
         if HAS_D:
-            y += Dv[:, None] * u
+            y += Dv[None, :] * u
         if HAS_Z:
-            zz = tl.load(z_base + tg[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+            zz = tl.load(z_base + tg * s_zl, mask=m2, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
-        tl.store(y_base + tg[None, :], y, mask=m2)
-        # padded steps (t >= L) have a = 1, b = 0, so the last column is the state at min(chunk end, L) - 1
-        h = tl.sum(tl.where((tt == T - 1)[None, None, :], hs, 0.0), axis=2)
-    tl.store(last_ptr + dn_off, h, mask=dn_mask)
+        tl.store(y_base + tg, y, mask=m2)
+        # padded steps (t >= L) have a = 1, b = 0, so the last row is the state at min(chunk end, L) - 1
+        h = tl.sum(tl.where(last, hs, 0.0), axis=0)
+    tl.store(last_ptr + s_off, h, mask=s_mask)
 
 
 @triton.jit
@@ -116,9 +198,9 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
                 L, dim, n_chunks,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
-                N: tl.constexpr, N_P: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr,
+                N: tl.constexpr, N_P: tl.constexpr, BLOCK_D: tl.constexpr, T: tl.constexpr, TND: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
     dd = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -127,114 +209,115 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     dmask = dd < dim
     nmask = nn < N
     dd64 = dd.to(tl.int64)
-    dn_mask = dmask[:, None] & nmask[None, :]
-    A = tl.load(A_ptr + dd64[:, None] * s_a0 + nn[None, :] * s_a1, mask=dn_mask, other=0.0).to(tl.float32)
+    s_mask = _outer_and(dmask, nmask, TND)
+    A = tl.load(A_ptr + _outer(dd64 * s_a0, nn * s_a1, TND), mask=s_mask, other=0.0).to(tl.float32)
+    A2 = A * LOG2E
     bias = tl.load(bias_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     Dv = tl.load(D_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
     if not B_SEL:
-        Bt = tl.load(B_ptr + dd64[:, None] * s_b0 + nn[None, :] * s_b1, mask=dn_mask, other=0.0).to(tl.float32)
+        B3 = tl.load(B_ptr + _outer(dd64 * s_b0, nn * s_b1, TND), mask=s_mask, other=0.0).to(tl.float32)[None]
     if not C_SEL:
-        Ct = tl.load(C_ptr + dd64[:, None] * s_c0 + nn[None, :] * s_c1, mask=dn_mask, other=0.0).to(tl.float32)
-    dn_off = (pid_b * dim + dd64)[:, None] * N + nn[None, :]  # into [batch, dim, N] fp32 buffers
+        C3 = tl.load(C_ptr + _outer(dd64 * s_c0, nn * s_c1, TND), mask=s_mask, other=0.0).to(tl.float32)[None]
+    s_off = _outer((pid_b * dim + dd64) * N, nn, TND)  # into [batch, dim, N] fp32 buffers
     if HAS_DLAST:  # gradient of the state at the end of the current chunk, flowing in from later steps
-        carry = tl.load(dlast_ptr + dn_off, mask=dn_mask, other=0.0).to(tl.float32)
+        carry = tl.load(dlast_ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
     else:
-        carry = tl.zeros([BLOCK_D, N_P], dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_D, N_P], dtype=tl.float32)
-    dB_acc = tl.zeros([BLOCK_D, N_P], dtype=tl.float32)  # LTI only
-    dC_acc = tl.zeros([BLOCK_D, N_P], dtype=tl.float32)  # LTI only
+        carry = tl.zeros(s_mask.shape, dtype=tl.float32)
+    dA_acc = tl.zeros(s_mask.shape, dtype=tl.float32)
+    dB_acc = tl.zeros(s_mask.shape, dtype=tl.float32)  # LTI only
+    dC_acc = tl.zeros(s_mask.shape, dtype=tl.float32)  # LTI only
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    row = (pid_b * dim + dd64)[:, None]  # [BLOCK_D, 1] row of the contiguous [batch, dim, L] gradient buffers
-    u_base = u_ptr + pid_b * s_ub + dd64[:, None] * s_ud
-    t_base = delta_ptr + pid_b * s_tb + dd64[:, None] * s_td
-    z_base = z_ptr + pid_b * s_zb + dd64[:, None] * s_zd
-    g_base = dy_ptr + pid_b * s_gb + dd64[:, None] * s_gd
-    part = (pid_b * tl.num_programs(1) + pid_d) * N + nn[:, None]  # [N_P, 1] rows of the dB/dC partials
-    for i in range(0, n_chunks):
+    row = (pid_b * dim + dd64)[None, :] * L  # [1, BLOCK_D] rows of the contiguous [batch, dim, L] gradients
+    u_base = u_ptr + pid_b * s_ub + dd64[None, :] * s_ud
+    t_base = delta_ptr + pid_b * s_tb + dd64[None, :] * s_td
+    z_base = z_ptr + pid_b * s_zb + dd64[None, :] * s_zd
+    g_base = dy_ptr + pid_b * s_gb + dd64[None, :] * s_gd
+    st_base = states_ptr + _outer((pid_b * dim + dd64) * n_chunks * N, nn, TND)
+    part = ((pid_b * tl.num_programs(1) + pid_d) * N + nn[None, :]) * L  # [1, N] rows of the dB/dC partials
+    first = (tt == 0)[:, None, None]
+    last = (tt == T - 1)[:, None, None]
+    for i in range(n_chunks):
         c = n_chunks - 1 - i
-        tg = (c * T + tt).to(tl.int64)
-        tmask = tg < L
-        m2 = dmask[:, None] & tmask[None, :]
-        nt_mask = nmask[:, None] & tmask[None, :]
-        dt, raw = _load_delta(t_base, tg[None, :] * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
-        # delta one step later, inside this chunk only (the next chunk's first step is already in `carry`)
-        nxt = dmask[:, None] & ((tt + 1 < T) & (tg + 1 < L))[None, :]
-        dt_next, _ = _load_delta(t_base, (tg + 1)[None, :] * s_tl, nxt, bias, HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_base + tg[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
-        dout = tl.load(g_base + tg[None, :] * s_gl, mask=m2, other=0.0).to(tl.float32)
+        tg = (c * T + tt).to(tl.int64)[:, None]
+        m2 = (tg < L) & dmask[None, :]  # [T, BLOCK_D]
+        tn_mask = (tg < L) & nmask[None, :]  # [T, N]
+        dt, raw = _load_delta(t_base + tg * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_base + tg * s_ul, mask=m2, other=0.0).to(tl.float32)
+        dout = tl.load(g_base + tg * s_gl, mask=m2, other=0.0).to(tl.float32)
         if B_SEL:
-            Bt = tl.load(B_ptr + pid_b * s_bb + nn[:, None] * s_b0 + tg[None, :] * s_b1,
-                         mask=nt_mask, other=0.0).to(tl.float32)
-            Bx = Bt[None, :, :]  # [1, N_P, T]
-        else:
-            Bx = Bt[:, :, None]  # [BLOCK_D, N_P, 1]
+            B3 = _tn(tl.load(B_ptr + pid_b * s_bb + tg * s_b1 + nn[None, :] * s_b0, mask=tn_mask,
+                             other=0.0).to(tl.float32), TND)
         if C_SEL:
-            Cc = tl.load(C_ptr + pid_b * s_cb + nn[:, None] * s_c0 + tg[None, :] * s_c1,
-                         mask=nt_mask, other=0.0).to(tl.float32)
-            Cx = Cc[None, :, :]
-        else:
-            Cx = Ct[:, :, None]
+            C3 = _tn(tl.load(C_ptr + pid_b * s_cb + tg * s_c1 + nn[None, :] * s_c0, mask=tn_mask,
+                             other=0.0).to(tl.float32), TND)
         # recompute the chunk's states from the saved state entering it
-        h0 = tl.load(states_ptr + ((pid_b * dim + dd64)[:, None] * n_chunks + c) * N + nn[None, :],
-                     mask=dn_mask, other=0.0)
+        h0 = tl.load(st_base + c * N, mask=s_mask, other=0.0)
         dtu = dt * u
-        b = dtu[:, None, :] * Bx  # [BLOCK_D, N_P, T]
-        a = tl.exp(dt[:, None, :] * A[:, :, None])
-        pa, hs = tl.associative_scan((a, b), 2, _linear_combine)
-        hs = hs + pa * h0[:, :, None]
+        a = _exp2(_td(dt, TND) * A2[None], FAST_EXP)
+        b = _td(dtu, TND) * B3
+        _, hs = tl.associative_scan((a, tl.where(first, b + a * h0[None], b)), 0, _fwd_combine)
         # output gate and skip
         if HAS_Z:
-            zz = tl.load(z_base + tg[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
+            zz = tl.load(z_base + tg * s_zl, mask=m2, other=0.0).to(tl.float32)
             sg = tl.sigmoid(zz)
-            y = tl.sum(hs * Cx, axis=1)
+            y = _sum_n(hs * C3, TND)
             if HAS_D:
-                y += Dv[:, None] * u
-            dz = dout * y * sg * (1.0 + zz * (1.0 - sg))
-            tl.store(dz_ptr + row * L + tg[None, :], dz, mask=m2)
+                y += Dv[None, :] * u
+            tl.store(dz_ptr + row + tg, dout * y * sg * (1.0 + zz * (1.0 - sg)), mask=m2)
             dy = dout * zz * sg
         else:
             dy = dout
         if HAS_D:
-            dD_acc += tl.sum(dy * u, axis=1)
-        # dC = sum over channels of dy_t h_t
-        if C_SEL:
-            tl.store(dCp_ptr + part * L + tg[None, :], tl.sum(dy[:, None, :] * hs, axis=0), mask=nt_mask)
+            dD_acc += tl.sum(dy * u, axis=0)
+        dy3 = _td(dy, TND)
+        if C_SEL:  # dC = sum over channels of dy_t h_t
+            tl.store(dCp_ptr + part + tg, _sum_d(dy3 * hs, TND), mask=tn_mask)
         else:
-            dC_acc += tl.sum(dy[:, None, :] * hs, axis=2)
-        # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}, g at the chunk's last step gets the carry
-        a_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
-        pg, gs = tl.associative_scan((a_next, dy[:, None, :] * Cx), 2, _linear_combine, reverse=True)
-        gs = gs + pg * carry[:, :, None]
-        carry = tl.sum(tl.where((tt == 0)[None, None, :], a * gs, 0.0), axis=2)
-        ah = hs - b  # a_t h_{t-1}
-        gah = gs * ah
-        dA_acc += tl.sum(gah * dt[:, None, :], axis=2)
-        gB = tl.sum(gs * Bx, axis=1)  # [BLOCK_D, T]
-        ddt = gB * u + tl.sum(gah * A[:, :, None], axis=1)
+            dC_acc += tl.sum(dy3 * hs, axis=0)
+        # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}; the carry enters at the chunk's last step
+        cg = dy3 * C3
+        cg = tl.where(last, cg + carry[None], cg)
+        _, _, gs = tl.associative_scan((a, tl.full(a.shape, 1.0, tl.float32), cg), 0, _bwd_combine, reverse=True)
+        carry = tl.sum(tl.where(first, a * gs, 0.0), axis=0)
+        gah = gs * (hs - b)  # g_t a_t h_{t-1}
+        dA_acc += tl.sum(gah * _td(dt, TND), axis=0)
+        gB = _sum_n(gs * B3, TND)  # [T, BLOCK_D]
+        ddt = gB * u + _sum_n(gah * A[None], TND)
         du = gB * dt
         if HAS_D:
-            du += dy * Dv[:, None]
+            du += dy * Dv[None, :]
         if B_SEL:
-            tl.store(dBp_ptr + part * L + tg[None, :], tl.sum(gs * dtu[:, None, :], axis=0), mask=nt_mask)
+            tl.store(dBp_ptr + part + tg, _sum_d(gs * _td(dtu, TND), TND), mask=tn_mask)
         else:
-            dB_acc += tl.sum(gs * dtu[:, None, :], axis=2)
+            dB_acc += tl.sum(gs * _td(dtu, TND), axis=0)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(m2, ddt, 0.0)  # padded steps have a nonzero g (A) term; keep it out of dbias
-        dbias_acc += tl.sum(ddt, axis=1)
-        tl.store(du_ptr + row * L + tg[None, :], du, mask=m2)
-        tl.store(ddelta_ptr + row * L + tg[None, :], ddt, mask=m2)
-    tl.store(dh0_ptr + dn_off, carry, mask=dn_mask)
-    tl.store(dA_ptr + dn_off, dA_acc, mask=dn_mask)
+        dbias_acc += tl.sum(ddt, axis=0)
+        tl.store(du_ptr + row + tg, du, mask=m2)
+        tl.store(ddelta_ptr + row + tg, ddt, mask=m2)
+    tl.store(dh0_ptr + s_off, carry, mask=s_mask)
+    tl.store(dA_ptr + s_off, dA_acc, mask=s_mask)
     if not B_SEL:
-        tl.store(dBp_ptr + dn_off, dB_acc, mask=dn_mask)
+        tl.store(dBp_ptr + s_off, dB_acc, mask=s_mask)
     if not C_SEL:
-        tl.store(dCp_ptr + dn_off, dC_acc, mask=dn_mask)
+        tl.store(dCp_ptr + s_off, dC_acc, mask=s_mask)
     if HAS_D:
         tl.store(dD_ptr + pid_b * dim + dd64, dD_acc, mask=dmask)
     if HAS_BIAS:
         tl.store(dbias_ptr + pid_b * dim + dd64, dbias_acc, mask=dmask)
+
+
+@triton.jit
+def exp_throughput_kernel(x_ptr, ITERS: tl.constexpr, BLOCK: tl.constexpr):
+    """ITERS exponentials per element of x [programs * BLOCK] fp32, in registers: the measured exp rate behind the
+    exp floor of hybrid.bench.scan (the same ex2 instruction as the scan kernels)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs)
+    for _ in range(ITERS):
+        x = _exp2(x * -0.5, True)
+    tl.store(x_ptr + offs, x)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,9 +335,15 @@ def _bsz(N: int) -> int:
     return triton.next_power_of_2(N)
 
 
-def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, chunk, block_d, num_warps):
-    """Launch the forward. Returns y [batch, dim, L] (u's dtype), last state [batch, dim, N] fp32 and the states
+def _fast_exp(x: torch.Tensor) -> bool:
+    # inline PTX only where the kernels are compiled for an NVIDIA GPU (not in the interpreter)
+    return x.is_cuda and torch.version.hip is None and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+
+
+def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, cfg):
+    """Launch the forward (cfg: chunk, fwd block_d, fwd num_warps, bwd block_d, bwd num_warps, tnd). Returns y [batch, dim, L] (u's dtype), last state [batch, dim, N] fp32 and the states
     entering each chunk [batch, dim, n_chunks, N] fp32 (empty unless save_states)."""
+    chunk, block_d, num_warps, _, _, tnd = cfg
     batch, dim, L = u.shape
     N = A.shape[1]
     n_chunks = triton.cdiv(L, chunk)
@@ -269,14 +358,15 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, sav
         *u.stride(), *delta.stride(), *zz.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
         N=N, N_P=_bsz(N), BLOCK_D=block_d, T=chunk, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
-        SOFTPLUS=delta_softplus, SAVE=save_states, num_warps=num_warps)
+        SOFTPLUS=delta_softplus, SAVE=save_states, TND=bool(tnd), FAST_EXP=_fast_exp(u), num_warps=num_warps)
     return y, last, states
 
 
-def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, chunk, block_d, num_warps):
+def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, cfg):
     """Launch the backward and reduce the partials in a fixed order. Returns the gradients of
     (u, delta, A, B, C, D, z, delta_bias, initial_state), each in its input's dtype; D, z, delta_bias get an
     empty tensor when absent. The initial-state gradient is fp32 [batch, dim, N]."""
+    chunk, _, _, block_d, num_warps, tnd = cfg
     batch, dim, L = u.shape
     N = A.shape[1]
     n_chunks = triton.cdiv(L, chunk)
@@ -300,7 +390,7 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
         *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
         N=N, N_P=_bsz(N), BLOCK_D=block_d, T=chunk, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DLAST=dlast is not None,
-        SOFTPLUS=delta_softplus, num_warps=num_warps)
+        SOFTPLUS=delta_softplus, TND=bool(tnd), FAST_EXP=_fast_exp(u), num_warps=num_warps)
     # fixed-order reductions of the partials (deterministic)
     dB = dBp.sum(1) if B.dim() == 3 else dBp.sum(0)  # [batch, N, L] or [dim, N]
     dC = dCp.sum(1) if C.dim() == 3 else dCp.sum(0)
@@ -318,16 +408,15 @@ Tensor = torch.Tensor
 @torch.library.custom_op("hybrid::selective_scan_fwd", mutates_args=())
 def _fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
             delta_bias: Tensor | None, initial_state: Tensor | None, delta_softplus: bool, save_states: bool,
-            chunk: int, block_d: int, num_warps: int) -> tuple[Tensor, Tensor, Tensor]:
-    return _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, chunk, block_d,
-                num_warps)
+            cfg: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    return _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, cfg)
 
 
 @_fwd_op.register_fake
-def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, chunk, block_d, num_warps):
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, cfg):
     batch, dim, L = u.shape
     N = A.shape[1]
-    n_chunks = (L + chunk - 1) // chunk if save_states else 0
+    n_chunks = (L + cfg[0] - 1) // cfg[0] if save_states else 0
     return (u.new_empty(batch, dim, L), u.new_empty(batch, dim, N, dtype=torch.float32),
             u.new_empty(batch, dim, n_chunks, N, dtype=torch.float32))
 
@@ -335,14 +424,13 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_s
 @torch.library.custom_op("hybrid::selective_scan_bwd", mutates_args=())
 def _bwd_op(dy: Tensor, dlast: Tensor | None, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
             D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None, states: Tensor, delta_softplus: bool,
-            chunk: int, block_d: int, num_warps: int) -> list[Tensor]:
-    return list(_bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, chunk, block_d,
-                     num_warps))
+            cfg: list[int]) -> list[Tensor]:
+    return list(_bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, cfg))
 
 
 @_bwd_op.register_fake
-def _(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, chunk, block_d, num_warps):
-    batch, dim, L = u.shape
+def _(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, cfg):
+    batch, dim, _ = u.shape
     N = A.shape[1]
     return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), torch.empty_like(D) if D is not None else u.new_empty(0),
@@ -352,9 +440,9 @@ def _(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, ch
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, save_states, chunk, block_d, num_warps = inputs
+    u, delta, A, B, C, D, z, delta_bias, initial_state, softplus, save_states, cfg = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2])
-    ctx.cfg = (softplus, chunk, block_d, num_warps)
+    ctx.cfg = (softplus, cfg)
     ctx.saved = save_states
     ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
     ctx.mark_non_differentiable(output[2])
@@ -369,7 +457,7 @@ def _backward(ctx, dy, dlast, _dstates):
     du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = g
     return (du, ddelta, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
             dbias if delta_bias is not None else None, dh0.to(ctx.h0_dtype) if ctx.h0_dtype is not None else None,
-            None, None, None, None, None)
+            None, None, None)
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -379,7 +467,7 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 # public function
 
 
-def _check(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk, block_d):
+def _check(u, delta, A, B, C, D, z, delta_bias, initial_state, cfg):
     from hybrid.kernels.selective_scan.interface import check_shapes
 
     check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
@@ -388,29 +476,29 @@ def _check(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk, block_d):
         if t is not None and t.dtype not in _FLOATS:
             raise ValueError(f"selective_scan_triton: {name} has dtype {t.dtype}; allowed: fp16, bf16, fp32 "
                              f"(use backend='reference' for fp64)")
-    for name, v in (("chunk_size", chunk), ("block_d", block_d)):
+    for name, v in zip(("chunk_size", "block_d", "num_warps", "block_d", "num_warps"), cfg[:5]):
         if v < 1 or v & (v - 1):
             raise ValueError(f"selective_scan_triton: {name}={v}; allowed: a power of two")
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           return_last_state=False, initial_state=None, *, chunk_size=None, block_d=None,
-                          num_warps=None):
+                          num_warps=None, tnd=None):
     """The selective scan with our Triton kernels (any strides; fp16, bf16, fp32 inputs; fp32 state).
 
     Args:
         u, delta, z: [batch, dim, L]. A: [dim, N]. B, C: [batch, N, L] (selective) or [dim, N] (LTI).
         D, delta_bias: [dim]. initial_state: [batch, dim, N].
-        chunk_size: time steps per chunk, a power of two (default DEFAULT_CHUNK); block_d: channels per program,
-        a power of two (default DEFAULT_BLOCK_D). Both only change speed and rounding, never the result's meaning.
+        chunk_size, block_d, num_warps, tnd: tile shape (powers of two; tnd picks the axis order) for both kernels,
+        defaults from CONFIG. They change speed and rounding only.
     Returns:
         y [batch, dim, L] in u's dtype; with return_last_state, (y, last_state [batch, dim, N] fp32).
     """
-    chunk = chunk_size or DEFAULT_CHUNK
-    bd = block_d or DEFAULT_BLOCK_D
-    _check(u, delta, A, B, C, D, z, delta_bias, initial_state, chunk, bd)
+    c = CONFIG
+    cfg = [chunk_size or c["chunk"], block_d or c["fwd_block_d"], num_warps or c["fwd_num_warps"],
+           block_d or c["bwd_block_d"], num_warps or c["bwd_num_warps"], int(c["tnd"] if tnd is None else tnd)]
+    _check(u, delta, A, B, C, D, z, delta_bias, initial_state, cfg)
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    y, last, _ = _fwd_op(u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), save, chunk, bd,
-                         num_warps or DEFAULT_NUM_WARPS)
+    y, last, _ = _fwd_op(u, delta, A, B, C, D, z, delta_bias, initial_state, bool(delta_softplus), save, cfg)
     return (y, last) if return_last_state else y

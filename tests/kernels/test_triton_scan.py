@@ -13,13 +13,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 triton = pytest.importorskip("triton")
 
-from hybrid.kernels.selective_scan.reference import selective_scan_sequential  # noqa: E402
-from hybrid.kernels.selective_scan.triton import _fwd_kernel, selective_scan_triton  # noqa: E402
+from hybrid.kernels.selective_scan.reference import selective_scan_sequential
+from hybrid.kernels.selective_scan.triton import _fwd_kernel, selective_scan_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -103,14 +103,14 @@ def sequential_mixed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     return (y, h) if return_last_state else y
 
 
-def check(batch, dim, L, N, dtype, chunk, block_d, softplus=True, **flags):
+def check(batch, dim, L, N, dtype, chunk, block_d, softplus=True, tnd=None, **flags):
     inp = make_inputs(batch, dim, L, N, dtype, **flags)
     if not softplus:  # the step sizes must be positive without softplus, or the recurrence grows
         inp["delta"] = inp["delta"].abs()
     gen = torch.Generator().manual_seed(1)
     gy = torch.randn(batch, dim, L, generator=gen).to(dtype).to(DEVICE)
     glast = torch.randn(batch, dim, N, generator=gen).to(DEVICE)
-    y, last, grads = run(selective_scan_triton, inp, gy, glast, softplus, chunk_size=chunk, block_d=block_d)
+    y, last, grads = run(selective_scan_triton, inp, gy, glast, softplus, chunk_size=chunk, block_d=block_d, tnd=tnd)
     inp64 = {k: (v.double() if v is not None else None) for k, v in inp.items()}
     ref = selective_scan_sequential if inp["B"].dim() == inp["C"].dim() else sequential_mixed
     y64, last64, grads64 = run(ref, inp64, gy.double(), glast.double(), softplus)
@@ -138,10 +138,17 @@ CASES = {
 }
 
 
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_fp32_shapes(case):
     batch, dim, L, N, chunk, bd = CASES[case]
     check(batch, dim, L, N, torch.float32, chunk, bd)
+
+
+@pytest.mark.parametrize("tnd", [True, False], ids=["TND", "TDN"])
+def test_tile_orders(tnd):
+    """Both 3-D tile axis orders compute the same scan."""
+    check(2, 5, 21, 16, torch.float32, 8, 4, tnd=tnd)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -217,7 +224,7 @@ def test_custom_op_registration():
     """The torch.library ops pass opcheck: schema, fake (meta) impl, autograd registration."""
     inp = make_inputs(1, 3, 10, 2, torch.float32, h0=True)
     args = [inp[k] for k in NAMES]
-    args = [a.requires_grad_(True) if a is not None else None for a in args] + [True, True, 4, 2, 4]
+    args = [a.requires_grad_(True) if a is not None else None for a in args] + [True, True, [4, 2, 1, 2, 1, 1]]
     torch.library.opcheck(torch.ops.hybrid.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
@@ -233,3 +240,24 @@ def test_int64_offsets_long_sequence():
     y_t, last_t = selective_scan_triton(**tail, delta_softplus=True, return_last_state=True)
     torch.testing.assert_close(y[1:, -8:], y_t)
     torch.testing.assert_close(last[1:, -8:], last_t)
+
+
+def test_torch_compile_fullgraph():
+    """torch.compile captures the op in one graph (fake impl, registered autograd) and computes the same values."""
+    inp = make_inputs(1, 3, 10, 2, torch.float32, h0=False)
+
+    def loss(u, delta, A, B, C, D, z, delta_bias):
+        y = selective_scan_triton(u * 2, delta, A, B, C, D, z, delta_bias, delta_softplus=True, chunk_size=4,
+                                  block_d=2)
+        return y.square().sum()
+
+    args = [inp[k].detach().requires_grad_(True) for k in NAMES[:-1]]
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    out = compiled(*args)
+    grads = torch.autograd.grad(out, args)
+    args_e = [a.detach().requires_grad_(True) for a in args]
+    out_e = loss(*args_e)
+    grads_e = torch.autograd.grad(out_e, args_e)
+    torch.testing.assert_close(out, out_e)
+    for g, ge in zip(grads, grads_e):
+        torch.testing.assert_close(g, ge)
