@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from hybrid.model import HybridLM
 
 CONF = str(Path(__file__).parents[1] / "conf")
-MODELS = sorted(p.stem for p in (Path(CONF) / "model").glob("*.yaml") if not p.stem.startswith("_"))
+MODELS = sorted(p.stem for p in (Path(CONF) / "model").glob("*.yaml") if not p.stem.startswith("_") and p.stem != "from_checkpoint")  # needs a path: tests/convert
 
 
 @pytest.mark.parametrize("name", MODELS)
