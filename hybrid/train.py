@@ -39,6 +39,15 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return path
 
 
+def keep_metrics_history(run_dir: Path) -> None:
+    """Move metrics.csv of an earlier attempt to metrics.attempt<k>.csv: Lightning's CSVLogger starts a new
+    metrics.csv when a run resumes, and the steps logged before the kill are part of the run's history."""
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        k = 1 + sum(1 for _ in run_dir.glob("metrics.attempt*.csv"))
+        metrics.replace(run_dir / f"metrics.attempt{k}.csv")
+
+
 def summary_table(metrics: dict, run_dir: Path, seconds: float) -> str:
     """The lines printed at the end of a run: accuracy and loss per evaluation set, time, run directory."""
     names = sorted({k.split("acc_", 1)[1] for k in metrics if k.startswith("val/acc_")},
@@ -73,6 +82,7 @@ def train(cfg: DictConfig) -> dict:
     resume_from = last_checkpoint(run_dir)
     if resume_from:
         log.info("resuming from %s", resume_from)
+        keep_metrics_history(run_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
