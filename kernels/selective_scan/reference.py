@@ -30,12 +30,17 @@ def selective_scan_sequential(u, delta, A, B, C, D=None, z=None, delta_bias=None
     selective = B.dim() == 3
     h = (initial_state.to(acc) if initial_state is not None
          else u.new_zeros(batch, dim, A.shape[1]))  # [batch, dim, N]
-    dA = torch.exp(delta.unsqueeze(-1) * A[None, :, None, :])  # [batch, dim, L, N]
+    dA = torch.exp(delta.unsqueeze(-1) * A[None, :, None, :]).unbind(2)  # L x [batch, dim, N]
+    # per-step views by unbind: autograd then stacks their grads once, where indexing [..., t] would build
+    # a full-size zero tensor per step (O(L^2) in the backward)
+    dBu = (delta * u).unbind(-1)  # L x [batch, dim]
+    Bs = B.unbind(-1) if selective else [B] * L  # L x [batch, N], or the LTI [dim, N]
+    Cs = C.unbind(-1) if selective else [C] * L
     ys = []
     for t in range(L):
-        Bt = B[:, None, :, t] if selective else B[None]  # [batch|1, dim|1, N]
-        Ct = C[:, None, :, t] if selective else C[None]
-        h = dA[:, :, t] * h + (delta[:, :, t] * u[:, :, t]).unsqueeze(-1) * Bt
+        Bt = Bs[t][:, None, :] if selective else B[None]  # [batch|1, dim|1, N]
+        Ct = Cs[t][:, None, :] if selective else C[None]
+        h = dA[t] * h + dBu[t].unsqueeze(-1) * Bt
         ys.append((h * Ct).sum(-1))  # [batch, dim]
     y = torch.stack(ys, dim=-1)  # [batch, dim, L]
     if D is not None:
