@@ -2,6 +2,8 @@
 
 `selective_scan_sequential` is the definition: a plain loop over time, differentiated by autograd. It is
 slow and exists to be read and to be the ground truth of every test.
+`selective_scan_chunked` (backend "reference") computes the same thing fast on the CPU: chunks of time, one
+fused op per step, and a hand-written backward that recomputes each chunk from its saved entry state.
 """
 import torch
 import torch.nn.functional as F
@@ -116,8 +118,9 @@ def _chunk_states(dt, x, A2, B, h0, dA, hs):
     dA_k = torch.mul(dt[:, :, None, :], A2, out=dA[:n]).exp2_()
     torch.mul(x[:, :, None, :], _per_step(B), out=hs[1:n + 1])  # dt_t * B_t * u_t
     hs[0].copy_(h0)
+    h, a = hs[:n + 1].unbind(0), dA_k.unbind(0)  # per-step views, made at once (indexing each costs more)
     for t in range(n):  # the recurrence, one fused op per step
-        hs[t + 1].addcmul_(dA_k[t], hs[t])
+        h[t + 1].addcmul_(a[t], h[t])
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -213,8 +216,9 @@ class _ChunkedScan(torch.autograd.Function):
             torch.mul(gy_k[:, :, None, :], _per_step(Ck), out=G_k)
             if carry is not None:
                 G_k[n - 1] += carry
+            g, a = G_k.unbind(0), dA_k.unbind(0)
             for t in range(n - 2, -1, -1):
-                G_k[t].addcmul_(dA_k[t + 1], G_k[t + 1])
+                g[t].addcmul_(a[t + 1], g[t + 1])
             carry = dA_k[0] * G_k[0]
             # Q_t = G_t * dA_t * h_{t-1} = d loss / d (dt_t * A), into dA's buffer; then hs is scratch
             Q = dA_k.mul_(G_k).mul_(hs[:n])
@@ -263,6 +267,8 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
         y [batch, dim, L] in u's dtype, and the last state [batch, dim, N] (fp32; fp64 for fp64 inputs) if
         return_last_state.
     """
+    if u.shape[-1] < 1:
+        raise ValueError(f"the sequence is empty: u has shape {tuple(u.shape)}; L must be at least 1")
     if chunk_len is not None and chunk_len < 1:
         raise ValueError(f"chunk_len must be a positive number of time steps; got {chunk_len}")
     return _ChunkedScan.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,

@@ -208,7 +208,10 @@ def test_overflow_case_large_delta_very_negative_A_long_L(softplus):
         assert rel(got[name], want[name]) < 1e-4, (name, rel(got[name], want[name]))
 
 
-def test_bad_chunk_len():
+def test_bad_chunk_len_and_empty_sequence():
     x, sp = make_inputs(1, 2, 3, 1)
     with pytest.raises(ValueError, match="chunk_len must be a positive"):
         run(selective_scan_chunked, x, sp, chunk_len=0)
+    x, sp = make_inputs(1, 2, 0, 1)
+    with pytest.raises(ValueError, match="L must be at least 1"):
+        run(selective_scan_chunked, x, sp)
