@@ -3,10 +3,14 @@
 Every comparison is on fresh random inputs, by relative error, against the sequential loop run in float64 on the
 same (already rounded) inputs; gradients also by gradcheck and against autograd through the sequential loop.
 """
+import importlib
+
 import pytest
 import torch
 
-from hybrid.kernels.selective_scan.reference import selective_scan_chunked, selective_scan_sequential
+from hybrid.kernels.selective_scan.reference import chunk_len_for, selective_scan_chunked, selective_scan_sequential
+
+reference_module = importlib.import_module("hybrid.kernels.selective_scan.reference")
 
 F64 = torch.float64
 # relative error of y (and of the fp32 last state) allowed for each input dtype; fp32 at 1e-5 because a negative
@@ -134,6 +138,22 @@ def test_grads_fp32_match_sequential_autograd(shape, opt):
     for name in want:
         assert got[name].dtype == x[name].dtype and got[name].shape == x[name].shape, name
         assert rel(got[name], want[name]) < max(1e-5, 4 * rel(seq32[name], want[name])), name
+
+
+def test_default_chunk_length(monkeypatch):
+    """The default chunk fills CHUNK_ELEMS; with a small budget the default path crosses chunk boundaries too."""
+    assert chunk_len_for(64, 128, 16, 64) == reference_module.CHUNK_ELEMS // (64 * 128 * 16)
+    assert chunk_len_for(1, 2, 1, 5) == 5 and chunk_len_for(64, 4096, 64, 9) == 1
+    monkeypatch.setattr(reference_module, "CHUNK_ELEMS", 100)
+    assert chunk_len_for(2, 4, 4, 50) == 3
+    x, sp = make_inputs(2, 4, 50, 4, OPTIONS["all"], seed=31)
+    y_ref, last_ref = reference(x, sp)
+    y, last = run(selective_scan_chunked, x, sp)
+    assert rel(y, y_ref) < TOL[torch.float32] and rel(last, last_ref) < TOL[torch.float32]
+    want = grads(selective_scan_sequential, {k: v.to(F64) for k, v in x.items()}, sp)
+    got = grads(selective_scan_chunked, x, sp)
+    for name in want:
+        assert rel(got[name], want[name]) < 1e-5, name
 
 
 def test_grads_keep_each_input_dtype():
