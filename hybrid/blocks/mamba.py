@@ -89,12 +89,12 @@ class Mamba(nn.Module):
             if self.dt_bc_norm:  # dt [batch, L, dt_rank], B and C [batch, L, N]
                 dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
             delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # [batch, d_inner, L]; bias goes to the scan
-            B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # [batch, N, L]
+            B, C = B.transpose(1, 2), C.transpose(1, 2)  # [batch, N, L], strided views: backends take any strides
             delta_bias = self.dt_proj.bias.float()
         else:
             delta = u.new_zeros(batch, self.d_inner, L)  # softplus(0 + dt_bias): one dt per channel
             B, C, delta_bias = self.B, self.C, self.dt_bias.float()
-        y = selective_scan(u.contiguous(), delta.contiguous(), A, B, C, D=self.D.float(), z=z.contiguous(),
+        y = selective_scan(u, delta, A, B, C, D=self.D.float(), z=z,
                            delta_bias=delta_bias, delta_softplus=True, backend=self.scan_backend)
         return self.out_proj(y.transpose(1, 2))  # [batch, L, d_model]
 
