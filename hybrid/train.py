@@ -4,14 +4,23 @@ A thin `@hydra.main` around `train(cfg)`, which tests call directly. The run dir
 command's overrides (conf/train.yaml), so re-running a killed command finds `checkpoints/last.ckpt` and
 resumes from it; a finished run re-run only re-evaluates.
 """
+import json
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 import time
+import traceback
+import warnings
 import zipfile
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -107,8 +116,180 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> dict:
+    """A single run trains in this process; a failure is recorded in result.json and exits non-zero.
+
+    In a multirun (-m) each point is isolated: a point whose result.json says completed is skipped, and any
+    other runs in a child process, so that an exception, a NaN or a killed process is recorded as that
+    point's failure (result.json, with the reason) and the sweep goes on. The sweep's summary
+    (hybrid.callbacks.SweepSummary) lists the failures.
+    """
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return run_recorded(cfg)
+    return run_point(cfg, launcher_settings(HydraConfig.get()))
+
+
+# ------------------------------------------------------------------------------- isolation of sweep points
+
+def read_result(run_dir: Path) -> dict | None:
+    """run_dir/result.json, or None when it is absent or unreadable (a run killed before it finished)."""
+    try:
+        return json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def record_failure(run_dir: Path, reason: str, since: float | None = None, **extra) -> dict:
+    """Write result.json {status: failed, reason} and mark record.json failed.
+
+    Keeps a result.json that train() wrote itself after `since` (its reason is the more precise one), and
+    never overwrites a completed result (a finished run whose re-evaluation failed keeps its metrics).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "result.json"
+    old = read_result(run_dir)
+    if old is not None and (old.get("status") == "completed"
+                            or (since is not None and path.stat().st_mtime >= since)):
+        return old
+    result = {"status": "failed", "reason": reason, "run_dir": str(run_dir), **extra}
+    records.write_json(path, result)
+    try:  # record.json says "running" until here; the backends and config it holds stay as they were
+        record = json.loads((run_dir / "record.json").read_text())
+        record.update(status="failed", end_time=records.now())
+        records.write_json(run_dir / "record.json", record)
+    except (OSError, ValueError):
+        pass
+    return result
+
+
+def run_recorded(cfg: DictConfig) -> dict:
+    """train(cfg); any exception is first recorded as a failed result.json in the run dir, then re-raised."""
+    start = time.time()
+    try:
+        return train(cfg)
+    except BaseException as e:
+        tb = traceback.format_exc().strip().splitlines()[-20:]
+        record_failure(Path(cfg.run_dir).resolve(), f"{type(e).__name__}: {e}", since=start, traceback=tb)
+        raise
+
+
+def launcher_settings(hydra_cfg) -> dict:
+    """What a point needs to know of its launcher: its kind and, for joblib, how many points run at once."""
+    launcher = hydra_cfg.launcher
+    return {"launcher": str(launcher.get("_target_", "")), "n_jobs": launcher.get("n_jobs")}
+
+
+def run_point(cfg: DictConfig, settings: dict, target=None) -> dict:
+    """One multirun point: skip it when completed, else run `target` (default: train) in a child process.
+
+    The child is forked from a clean server process (multiprocessing "forkserver", which imports this module
+    once) rather than from this one: forking a process whose OpenMP pool has run hangs the child, and a fresh
+    interpreter per point would pay the imports every time. Returns the point's result.json content.
+    """
+    run_dir = Path(cfg.run_dir).resolve()
+    done = read_result(run_dir)
+    if done is not None and done.get("status") == "completed":
+        log.info("skipping %s: result.json says completed (delete the directory to run it again)", run_dir)
+        return {**done, "skipped": True}
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # ${hydra:...} resolves here, not in the child
+    ctx = multiprocessing.get_context("forkserver")
+    preload = ["hybrid.train"]
+    if multiprocessing.get_start_method(allow_none=True) == "loky":
+        # inside a joblib worker: the child re-applies the start method "loky", which only exists once
+        # loky's context module has been imported
+        preload.append("joblib.externals.loky.backend.context")
+    ctx.set_forkserver_preload(preload)
+    child = ctx.Process(target=target or _point_child, args=(config_yaml, settings), name=f"point {run_dir.name}")
+    start = time.time()
+    child.start()
+    try:
+        child.join()
+    except BaseException:  # Ctrl-C: stop the point too, then stop the sweep
+        child.terminate()
+        child.join(30)
+        raise
+    code = child.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return record_failure(run_dir, f"killed by signal {name}{hint}; re-run the sweep to resume it from "
+                                       f"checkpoints/last.ckpt", since=start, exitcode=code)
+    result = read_result(run_dir)
+    if code != 0 or result is None or result.get("status") != "completed":
+        return record_failure(run_dir, f"the point's process exited with code {code} and no result",
+                              since=start, exitcode=code)
+    return result
+
+
+def _point_child(config_yaml: str, settings: dict) -> None:
+    """Runs in the child process: logging to stderr, one device when joblib runs points side by side, train."""
+    _die_with_parent()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    cfg = OmegaConf.create(config_yaml)
+    if "joblib" in settings.get("launcher", ""):
+        pin_resources(cfg, settings.get("n_jobs"))
+    run_recorded(cfg)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, so that no point outlives a killed sweep."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+# A point's child process re-runs this module as __mp_main__ when the sweep was started with
+# `python -m hybrid.train` (multiprocessing finds __main__'s functions that way); the module is already imported
+# there (preloaded), which runpy warns about. Harmless: the module only defines functions.
+warnings.filterwarnings("ignore", message="'hybrid.train' found in sys.modules", category=RuntimeWarning)
+
+_device_lock = None  # the open lock file of this process's GPU; the OS releases it when the process ends
+
+
+def pin_resources(cfg: DictConfig, n_jobs) -> None:
+    """Give a point that runs beside others (joblib) a share of the machine.
+
+    With GPUs and trainer.devices=1 (not chosen explicitly): the first GPU that no other point of any sweep
+    of this user holds (an flock on a file per GPU in the temp dir), waiting while all are busy, and
+    trainer.devices=[that index]. Without GPUs: torch threads = CPU cores // parallel points.
+    """
+    global _device_lock
+    import fcntl
+    import tempfile
+
+    from joblib import effective_n_jobs
+    parallel = effective_n_jobs(-1 if n_jobs is None else int(n_jobs))
+    wants_gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and str(cfg.trainer.devices) == "1"
+    n_gpus = torch.cuda.device_count() if wants_gpu else 0
+    if n_gpus == 0:
+        threads = max(1, (os.cpu_count() or 1) // parallel)
+        torch.set_num_threads(threads)
+        log.info("%d points in parallel: %d torch threads for this one", parallel, threads)
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    names = [visible[i].strip() if len(visible) == n_gpus else str(i) for i in range(n_gpus)]
+    lock_dir = Path(tempfile.gettempdir()) / f"hybrid-gpu-locks-{os.getuid()}"
+    lock_dir.mkdir(exist_ok=True)
+    waited = False
+    while True:
+        for index, name in enumerate(names):
+            handle = open(lock_dir / f"gpu{name}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            _device_lock = handle
+            cfg.trainer.devices = [index]
+            log.info("running on GPU %d (physical %s; lock %s)", index, name, handle.name)
+            return
+        if not waited:
+            log.info("all %d GPUs are held by other points; waiting for one", n_gpus)
+            waited = True
+        time.sleep(2)
 
 
 if __name__ == "__main__":
