@@ -51,9 +51,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment(args.device)
-    tokens = torch.randint(0, args.vocab, (args.batch, args.length), device=args.device,
-                           generator=torch.Generator().manual_seed(0)) if args.device == "cpu" else \
-        torch.randint(0, args.vocab, (args.batch, args.length), device=args.device)
+    tokens = torch.randint(0, args.vocab, (args.batch, args.length),
+                           generator=torch.Generator().manual_seed(0)).to(args.device)  # [batch, L]
     rows = []
     for name, pattern in STACKS.items():
         torch.manual_seed(0)
