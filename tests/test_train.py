@@ -37,7 +37,7 @@ def test_every_experiment_composes_and_trains(experiment, tmp_path):
 def test_record_and_result(tmp_path):
     result = train(config(tmp_path, *TINY))
     record = json.loads((tmp_path / "record.json").read_text())
-    assert record["status"] == "completed" and record["pattern"] == result["pattern"] == "MFAFMF"
+    assert record["status"] == "completed" and record["pattern"] == result["pattern"] == "MAF"
     assert record["seed"] == 0 and record["config"]["model"]["d_model"] == 16
     assert record["versions"]["torch"] and record["hardware"]["cpu"]
     assert record["backends"]["selective_scan"] == ["reference"] and record["backends"]["attention"] == ["sdpa"]
