@@ -3,6 +3,7 @@
 Sources (`source`):
   stdlib  (default) the Python standard library's own top-level modules, `<stdlib>/*.py` in sorted order
           (168 files, 4.7 MB on CPython 3.11): a text corpus every machine has, so `task=text` needs nothing.
+          `stdlib_glob="**/*.py"` takes every module of it (1790 files, 32 MB), a corpus for GPU runs.
   files   `paths`: files, folders (every file below, sorted) or glob patterns, read as raw bytes.
   hf      a `datasets` dataset: `load_dataset(hf_path, hf_name, split=hf_split, data_files=hf_data_files,
           revision=hf_revision)`, its `text_column` encoded as UTF-8, one row one document. Online names
@@ -31,9 +32,12 @@ log = logging.getLogger(__name__)
 SOURCES = ("stdlib", "files", "hf")
 
 
-def stdlib_files() -> list[Path]:
-    """The standard library's top-level .py files, sorted by name."""
-    return sorted(Path(p) for p in glob.glob(str(Path(sysconfig.get_paths()["stdlib"]) / "*.py")))
+def stdlib_files(pattern: str = "*.py") -> list[Path]:
+    """The standard library's files matching `pattern` below its folder ("*.py": the top-level modules;
+    "**/*.py": every module, tests included), sorted, never from site-packages or dist-packages."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.glob(pattern)
+                  if p.is_file() and not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts))
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -58,6 +62,7 @@ def expand_paths(paths: list[str]) -> list[Path]:
 @dataclass(kw_only=True)
 class TextConfig(CorpusConfig):
     source: str = "stdlib"  # stdlib | files | hf
+    stdlib_glob: str = "*.py"  # source=stdlib: which files ("**/*.py": all of it, 1790 files, 32 MB on 3.11)
     paths: list[str] = field(default_factory=list)  # source=files
     hf_path: str | None = None  # source=hf: load_dataset's first argument (a hub name, or json, text, parquet...)
     hf_name: str | None = None
@@ -104,7 +109,7 @@ class TextConfig(CorpusConfig):
                 cached = {"hf": [self.hf_path, self.hf_name, self.hf_split, self.hf_data_files, self.hf_revision,
                                  self.text_column], "local_files": file_fingerprint(local)}
             else:
-                files = stdlib_files() if self.source == "stdlib" else expand_paths(self.paths)
+                files = stdlib_files(self.stdlib_glob) if self.source == "stdlib" else expand_paths(self.paths)
                 cached = {"files": file_fingerprint(files)}
             self.__dict__["_key"] = cached
         return cached
