@@ -41,31 +41,35 @@ def check_launcher(hydra_cfg: DictConfig) -> None:
                           f"launcher: hydra/launcher=basic|local|local_submitit|slurm") from e
 
 
+def point_names(overrides: list[str], exclude_keys: set[str], item_sep: str = ",", kv_sep: str = "=") -> list[str]:
+    """The run-dir names of the points of a multirun of `overrides`, as the basic sweeper expands them and as
+    Hydra's override_dirname names them (the overrides not excluded, sorted, joined), or "default"."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    parser = OverridesParser.create()
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(list(overrides)), None)
+    names = []
+    for job in (j for batch in batches for j in batch):
+        lines = sorted(o.input_line for o in parser.parse_overrides(job) if o.key_or_group not in exclude_keys)
+        names.append(item_sep.join(lines).replace("=", kv_sep) or "default")
+    return names
+
+
 def expected_points(config: DictConfig) -> list[str] | None:
-    """The run-dir names (relative to the sweep dir) of every point of this multirun, as the basic sweeper
-    expands it; None when the sweeper or the sub-directory scheme is not the one of conf/train.yaml."""
+    """The run-dir names (relative to the sweep dir) of every point of this multirun; None when the sweeper or
+    the sub-directory scheme is not the one of conf/train.yaml."""
     hydra = config.hydra
     if "basic_sweeper" not in str(hydra.sweeper.get("_target_", "")):
         return None
     if OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir") != RUN_NAME:
         return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
     task = list(OmegaConf.to_container(hydra.overrides.task, resolve=False))
-    parser = OverridesParser.create()
+    dirname = hydra.job.config.override_dirname
     try:
-        batches = BasicSweeper.split_arguments(parser.parse_overrides(params + task), None)
+        return point_names(params + task, set(dirname.exclude_keys), dirname.item_sep, dirname.kv_sep)
     except Exception as e:  # e.g. a glob sweep that needs the config loader: fall back to what is on disk
         log.debug("cannot expand the sweep (%s); the summary lists the run dirs found", e)
         return None
-    dirname = hydra.job.config.override_dirname
-    exclude = set(dirname.exclude_keys)
-    names = []
-    for job in (j for batch in batches for j in batch):
-        lines = sorted(o.input_line for o in parser.parse_overrides(job) if o.key_or_group not in exclude)
-        name = dirname.item_sep.join(lines).replace("=", dirname.kv_sep)
-        names.append(name or "default")
-    return names
 
 
 def write_summary(sweep_dir: str | Path, expected: list[str] | None = None):
@@ -101,7 +105,10 @@ class SweepSummary(Callback):
     """hydra.callbacks.sweep_summary in conf/train.yaml."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        check_launcher(config.hydra)
+        try:
+            check_launcher(config.hydra)
+        except ImportError as e:  # Hydra turns a callback's Exception into a warning; this must stop the sweep
+            raise SystemExit(f"error: {e}") from e
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -4,6 +4,7 @@ A thin `@hydra.main` around `train(cfg)`, which tests call directly. The run dir
 command's overrides (conf/train.yaml), so re-running a killed command finds `checkpoints/last.ckpt` and
 resumes from it; a finished run re-run only re-evaluates.
 """
+import importlib
 import json
 import logging
 import multiprocessing
@@ -199,7 +200,10 @@ def run_point(cfg: DictConfig, settings: dict, target=None) -> dict:
         # loky's context module has been imported
         preload.append("joblib.externals.loky.backend.context")
     ctx.set_forkserver_preload(preload)
-    child = ctx.Process(target=target or _point_child, args=(config_yaml, settings), name=f"point {run_dir.name}")
+    # by its importable name: this function may be running as __main__ (python -m hybrid.train), or as a copy
+    # unpickled in a joblib worker, and the child finds its target by module and name
+    target = target or importlib.import_module("hybrid.train")._point_child
+    child = ctx.Process(target=target, args=(config_yaml, settings), name=f"point {run_dir.name}")
     start = time.time()
     child.start()
     try:

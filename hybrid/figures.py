@@ -1,0 +1,283 @@
+"""`python -m hybrid.figures RECIPE [profile=quick|paper] [overrides]`: a recipe's figure from its run records.
+
+Reads the sweep dir of the plan (hybrid.sweep) with hybrid.collect, and writes figures/<recipe>-<profile>.png,
+.pdf, .md and .csv: the figure, and the same numbers as a table whose every row lists the run directories it
+was made from. Nothing is trained here; points that failed or never ran are counted in the table.
+
+A recipe's `metric` is a metric name, or a pattern over the names in result.json:
+  `val/acc_L{task.task.train_length}`     {config key} becomes that run's value (accuracy at its own length)
+  `val/acc_L(?P<length>\\d+)`              a regular expression; each named group becomes a column (numbers
+                                          as numbers), usable as an axis: here accuracy at every length
+  a list, or {label: pattern, ...}        several metrics; the column `metric` holds the label
+Its `plot`:
+  kind: line | bar         line: y against a numeric x; bar: grouped bars over categories of x
+  x, hue, col, row         columns (config keys, group choices like `model`, pattern groups, `metric`)
+  over: seed               averaged over (mean; error bars from min to max); default seed
+  best_over: [lit.optimizer.lr]   first keep, per seed and cell, the best value over these keys (best: max|min)
+  labels: {column: {value: label}}, logx (2 or 10), logy, ylim, xlabel, ylabel, legend (its title), title
+"""
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from hybrid import collect, sweep
+
+PLOT_KEYS = {"kind", "x", "hue", "col", "row", "over", "best_over", "best", "labels", "logx", "logy", "ylim",
+             "xlabel", "ylabel", "legend", "title"}
+KINDS = ("line", "bar")
+
+
+def metric_specs(metric) -> list[tuple[str, str]]:
+    """The recipe's `metric` as [(label, pattern)]."""
+    if isinstance(metric, str):
+        return [(metric, metric)]
+    if isinstance(metric, list):
+        return [(m, m) for m in metric]
+    if isinstance(metric, dict):
+        return list(metric.items())
+    raise ValueError(f"metric must be a name, a list or {{label: pattern}}, got {metric!r}")
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _text(value) -> str:
+    """A config value as it appears in a metric name: 64, not 64.0 (a column with gaps holds floats)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def select_metrics(table: pd.DataFrame, metric) -> pd.DataFrame:
+    """Rows of the long table whose metric matches a spec; `metric` becomes the spec's label and each named
+    group of the pattern a column."""
+    out = []
+    for label, pattern in metric_specs(metric):
+        keys = re.findall(r"\{([^{}]+)\}", pattern)
+        missing = [k for k in keys if k not in table.columns]
+        if missing:
+            raise ValueError(f"metric {pattern!r} refers to {missing}, which no run has; columns include "
+                             f"{sorted(c for c in table.columns if '.' in c)[:20]}")
+        for _, row in table.iterrows():
+            name = row["metric"]
+            if not isinstance(name, str):
+                continue
+            regex = re.sub(r"\{([^{}]+)\}", lambda m: re.escape(_text(row[m.group(1)])), pattern)
+            match = re.fullmatch(regex, name)
+            if match:
+                out.append({**row.to_dict(), **{k: _number(v) for k, v in match.groupdict().items()},
+                            "metric": label, "metric_name": name})
+    return pd.DataFrame(out)
+
+
+def check_plot(plot: dict) -> dict:
+    unknown = set(plot) - PLOT_KEYS
+    if unknown:
+        raise ValueError(f"unknown plot keys {sorted(unknown)}; allowed: {sorted(PLOT_KEYS)}")
+    if plot.get("kind", "line") not in KINDS:
+        raise ValueError(f"plot kind {plot.get('kind')!r}; allowed: {', '.join(KINDS)}")
+    if "x" not in plot:
+        raise ValueError("plot needs an `x` column")
+    if plot.get("best", "max") not in ("max", "min"):
+        raise ValueError(f"plot best={plot['best']!r}; allowed: max, min")
+    return plot
+
+
+def figure_table(long: pd.DataFrame, recipe: sweep.Recipe) -> pd.DataFrame:
+    """One row per cell of the figure (row, col, hue, x, metric): mean, min, max over `over`, the number of
+    runs, the runs that did not complete, the chosen best_over values and the run directories (points)."""
+    plot = check_plot(recipe.plot)
+    over = plot.get("over", "seed")
+    keys = [plot[k] for k in ("row", "col", "hue") if plot.get(k)] + [plot["x"]]
+    keys = list(dict.fromkeys(["metric", *keys]))
+    done = long[long.status == "completed"]
+    data = select_metrics(done, recipe.metric) if len(done) else pd.DataFrame()
+    missing = [k for k in keys + [over] + list(plot.get("best_over", [])) if len(data) and k not in data.columns]
+    if missing:
+        raise ValueError(f"plot of {recipe.name} uses columns {missing} that the runs do not have")
+    if not len(data):
+        return pd.DataFrame(columns=[*keys, "mean", "min", "max", "n", "not_completed", "points"])
+    best_over = list(plot.get("best_over") or [])
+    if best_over:  # per cell and seed, the run with the best value over e.g. the learning rates
+        ascending = plot.get("best", "max") == "min"
+        data = data.sort_values("value", ascending=ascending)
+        data = data.groupby([*keys, over], dropna=False, sort=False).head(1)
+    grouped = data.groupby(keys, dropna=False)
+    table = grouped["value"].agg(["mean", "min", "max", "count"]).rename(columns={"count": "n"}).reset_index()
+    table["points"] = grouped["point"].agg(lambda s: "; ".join(sorted(s))).values
+    for key in best_over:
+        table[f"best {key}"] = grouped[key].agg(lambda s: ", ".join(str(v) for v in sorted(set(s)))).values
+    table["not_completed"] = [_not_completed(long, row, keys) for _, row in table.iterrows()]
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def _not_completed(long: pd.DataFrame, row, keys: list[str]) -> int:
+    """Runs of this cell (same values of the keys that are config columns) that failed or did not finish."""
+    bad = long[long.status != "completed"].drop_duplicates("point")
+    for k in keys:
+        if k in bad.columns and k != "metric":
+            bad = bad[bad[k].astype(str) == str(row[k])]
+    return len(bad)
+
+
+def labelled(table: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """Values replaced by their display labels (recipe plot.labels: {column: {value: label}})."""
+    out = table.copy()
+    for column, mapping in (labels or {}).items():
+        if column in out.columns:
+            text = {str(k).lower() if isinstance(k, bool) else str(k): v for k, v in mapping.items()}
+            out[column] = [text.get(str(v).lower() if isinstance(v, bool) else str(v), v) for v in out[column]]
+    return out
+
+
+def draw(table: pd.DataFrame, recipe: sweep.Recipe, base: Path) -> list[Path]:
+    """base.png and base.pdf of the figure table."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot = recipe.plot
+    shown = labelled(table, plot.get("labels"))
+    rows = list(dict.fromkeys(shown[plot["row"]])) if plot.get("row") else [None]
+    cols = list(dict.fromkeys(shown[plot["col"]])) if plot.get("col") else [None]
+    hue = plot.get("hue")
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols) + 1.2, 2.9 * len(rows) + 0.6),
+                             squeeze=False, sharey=plot.get("col") != "metric", sharex=plot.get("kind") == "bar")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            cell = shown
+            if r is not None:
+                cell = cell[cell[plot["row"]] == r]
+            if c is not None:
+                cell = cell[cell[plot["col"]] == c]
+            _draw_cell(ax, cell, plot, hue)
+            title = " ".join(f"{plot[k]}={v}" if k != "col" or plot[k] != "metric" else str(v)
+                             for k, v in (("row", r), ("col", c)) if v is not None)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel(plot.get("xlabel", plot["x"]) if i == len(rows) - 1 else "")
+            ylabel = plot.get("ylabel", "value") if plot.get("col") != "metric" else str(c)
+            ax.set_ylabel(ylabel if j == 0 or plot.get("col") == "metric" else "")
+            if plot.get("ylim") and plot.get("col") != "metric":
+                ax.set_ylim(*plot["ylim"])
+            ax.grid(alpha=0.3)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    if hue and handles:
+        fig.legend(handles, names, loc="upper center", ncol=min(len(names), 4), fontsize=8, frameon=False,
+                   bbox_to_anchor=(0.5, 1.0), title=plot.get("legend", hue), title_fontsize=8)
+    fig.suptitle(plot.get("title", recipe.title), fontsize=10, y=1.06 if hue and handles else 1.0)
+    fig.tight_layout()
+    paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _draw_cell(ax, cell: pd.DataFrame, plot: dict, hue) -> None:
+    x = plot["x"]
+    groups = list(dict.fromkeys(cell[hue])) if hue else [None]
+    if plot.get("kind", "line") == "bar":
+        categories = list(dict.fromkeys(cell[x]))
+        width = 0.8 / max(1, len(groups))
+        for g, name in enumerate(groups):
+            part = cell if name is None else cell[cell[hue] == name]
+            pos = [categories.index(v) + (g - (len(groups) - 1) / 2) * width for v in part[x]]
+            err = [part["mean"] - part["min"], part["max"] - part["mean"]]
+            ax.bar(pos, part["mean"], width, yerr=err, capsize=2, label=None if name is None else str(name))
+        ax.set_xticks(range(len(categories)), [str(c) for c in categories], fontsize=8)
+        return
+    for name in groups:
+        part = cell if name is None else cell[cell[hue] == name]
+        part = part.sort_values(x)
+        ax.errorbar(part[x], part["mean"], yerr=[part["mean"] - part["min"], part["max"] - part["mean"]],
+                    marker="o", markersize=3, capsize=2, label=None if name is None else str(name))
+    if plot.get("logx"):
+        ax.set_xscale("log", base=2 if plot["logx"] == 2 else 10)
+    if plot.get("logy"):
+        ax.set_yscale("log")
+
+
+def markdown(table: pd.DataFrame, recipe: sweep.Recipe, p: sweep.Plan, long: pd.DataFrame, image: str) -> str:
+    """The figure's page: what it shows, the sweep, the table (mean and range over seeds, and the runs)."""
+    status = long.drop_duplicates("point").status.value_counts().to_dict()
+    lines = [f"# {recipe.title}", ""]
+    if recipe.reference:
+        lines += [f"Reference: {recipe.reference}", ""]
+    if recipe.description:
+        lines += [recipe.description.strip(), ""]
+    lines += [f"![{recipe.name}]({image})", "",
+              f"Profile `{p.profile}`; sweep dir `{p.sweep_dir}`; runs: "
+              + (", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "none"), "",
+              "Command: `python -m hybrid.reproduce " + " ".join([str(recipe.path), f"profile={p.profile}",
+                                                                  *p.extra]) + "`", ""]
+    shown = labelled(table, recipe.plot.get("labels"))
+    if len(shown):
+        lines += ["Mean over " + recipe.plot.get("over", "seed") + " (min to max when there are several):", "",
+                  collect.markdown_table(at_a_glance(shown, recipe.plot)), "", "Every cell and its runs:", ""]
+    lines += [collect.markdown_table(shown), "",
+              "`points`: the run directories (under the sweep dir) of each row; `not_completed`: runs of that "
+              "cell that failed or never finished (their reasons are in the sweep dir's summary.md).", ""]
+    return "\n".join(lines)
+
+
+def at_a_glance(table: pd.DataFrame, plot: dict) -> pd.DataFrame:
+    """The figure table pivoted for reading: one column per x value, cells "mean (min-max)"."""
+    x = plot["x"]
+    keys = [k for k in ("metric", plot.get("row"), plot.get("col"), plot.get("hue")) if k and k != x]
+    keys = [k for k in dict.fromkeys(keys) if k != "metric" or table["metric"].nunique() > 1]
+    def text(r):
+        mean = format(r["mean"], ".3g")
+        return mean if r["n"] < 2 else f"{mean} ({r['min']:.3g}-{r['max']:.3g})"
+    cells = table.assign(cell=table.apply(text, axis=1), _=0)
+    wide = cells.pivot_table(index=keys or ["_"], columns=x, values="cell", aggfunc="first", sort=False)
+    wide.columns = [f"{x}={c}" for c in wide.columns]
+    return wide.reset_index().drop(columns=["_"], errors="ignore")
+
+
+def make(p: sweep.Plan, out_dir: str | Path = "figures") -> dict:
+    """Collect the plan's runs and write the figure, its table (md, csv); returns the paths and the table."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = out_dir / f"{p.recipe.name}-{p.sweep_dir.name}"
+    long = collect.collect(p.sweep_dir, expected=p.point_names())
+    table = figure_table(long, p.recipe)
+    paths = {"csv": base.with_suffix(".csv"), "md": base.with_suffix(".md")}
+    table.to_csv(paths["csv"], index=False)
+    if len(table):
+        paths["png"], paths["pdf"] = draw(table, p.recipe, base)
+    paths["md"].write_text(markdown(table, p.recipe, p, long, base.with_suffix(".png").name))
+    return {"paths": paths, "table": table, "runs": long.drop_duplicates("point")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    recipe, profile, extra = sweep.split_args(sys.argv[1:] if argv is None else argv)
+    p = sweep.plan(recipe, extra, profile=profile)
+    made = make(p)
+    report(made, p)
+    return 0
+
+
+def report(made: dict, p: sweep.Plan) -> None:
+    runs = made["runs"]
+    bad = runs[runs.status != "completed"]
+    print(f"{p.recipe.name} ({p.profile}): {len(runs) - len(bad)} of {len(runs)} points completed in {p.sweep_dir}")
+    for r in bad.itertuples():
+        print(f"  {r.status:<10} {r.point}: {r.reason}")
+    if not len(made["table"]):
+        print("  no completed run has the recipe's metric yet: no figure drawn")
+    for kind, path in made["paths"].items():
+        print(f"  {kind:<4} {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

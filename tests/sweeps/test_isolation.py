@@ -1,0 +1,77 @@
+"""One multirun point in its child process (hybrid.train.run_point): a killed or crashing point is recorded as
+failed with its reason and returns, a completed one is skipped, the child gets one GPU or a share of the CPU."""
+import json
+import os
+import signal
+
+import pytest
+from omegaconf import OmegaConf
+
+from hybrid.train import pin_resources, run_point
+
+BASIC = {"launcher": "hydra._internal.core_plugins.basic_launcher.BasicLauncher", "n_jobs": None}
+
+
+# targets for the child process: module-level, so the forkserver child finds them by name
+def kill_myself(config_yaml, settings):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_without_result(config_yaml, settings):
+    raise SystemExit(3)
+
+
+def write_completed(config_yaml, settings):
+    cfg = OmegaConf.create(config_yaml)
+    path = os.path.join(cfg.run_dir, "result.json")
+    with open(path, "w") as f:
+        json.dump({"status": "completed", "metrics": {"val/acc_L64": 0.5}, "child_pid": os.getpid()}, f)
+
+
+def point(tmp_path):
+    return OmegaConf.create({"run_dir": str(tmp_path / "point"), "trainer": {"accelerator": "auto", "devices": 1}})
+
+
+def test_a_killed_point_is_recorded_and_returns(tmp_path):
+    cfg = point(tmp_path)
+    (tmp_path / "point").mkdir()
+    (tmp_path / "point" / "record.json").write_text(json.dumps({"status": "running", "end_time": None}))
+    result = run_point(cfg, BASIC, target=kill_myself)
+    assert result["status"] == "failed" and "killed by signal SIGKILL" in result["reason"]
+    assert json.loads((tmp_path / "point" / "result.json").read_text()) == result
+    record = json.loads((tmp_path / "point" / "record.json").read_text())
+    assert record["status"] == "failed" and record["end_time"]
+
+
+def test_a_point_that_exits_without_a_result_is_recorded(tmp_path):
+    result = run_point(point(tmp_path), BASIC, target=crash_without_result)
+    assert result["status"] == "failed" and "exited with code 3" in result["reason"]
+
+
+def test_a_completed_point_is_skipped_and_a_finished_child_is_read_back(tmp_path):
+    cfg = point(tmp_path)
+    (tmp_path / "point").mkdir()
+    first = run_point(cfg, BASIC, target=write_completed)
+    assert first["status"] == "completed" and first["child_pid"] != os.getpid()
+    again = run_point(cfg, BASIC, target=kill_myself)  # would fail if it ran: it must not start a child
+    assert again["skipped"] and again["child_pid"] == first["child_pid"]
+
+
+def test_joblib_points_share_the_cpu_cores(monkeypatch):
+    import torch
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    threads = torch.get_num_threads()
+    try:
+        cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1}})
+        pin_resources(cfg, 4)
+        assert torch.get_num_threads() == 2 and cfg.trainer.devices == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
+def test_joblib_points_take_different_gpus():
+    import torch
+    cfg = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1}})
+    pin_resources(cfg, torch.cuda.device_count())
+    assert list(cfg.trainer.devices) == [0] or torch.cuda.device_count() > 1
