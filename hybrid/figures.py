@@ -240,7 +240,8 @@ def at_a_glance(table: pd.DataFrame, plot: dict) -> pd.DataFrame:
         return mean if r["n"] < 2 else f"{mean} ({r['min']:.3g}-{r['max']:.3g})"
     cells = table.assign(cell=table.apply(text, axis=1), _=0)
     wide = cells.pivot_table(index=keys or ["_"], columns=x, values="cell", aggfunc="first", sort=False)
-    wide.columns = [f"{x}={c}" for c in wide.columns]
+    named = x in (plot.get("labels") or {})  # labelled values say what they are
+    wide.columns = [str(c) if named else f"{x}={c}" for c in wide.columns]
     return wide.reset_index().drop(columns=["_"], errors="ignore")
 
 

@@ -193,13 +193,16 @@ def run_point(cfg: DictConfig, settings: dict, target=None) -> dict:
         log.info("skipping %s: result.json says completed (delete the directory to run it again)", run_dir)
         return {**done, "skipped": True}
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # ${hydra:...} resolves here, not in the child
-    ctx = multiprocessing.get_context("forkserver")
-    preload = ["hybrid.train"]
-    if multiprocessing.get_start_method(allow_none=True) == "loky":
-        # inside a joblib worker: the child re-applies the start method "loky", which only exists once
-        # loky's context module has been imported
-        preload.append("joblib.externals.loky.backend.context")
-    ctx.set_forkserver_preload(preload)
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        preload = ["hybrid.train"]
+        if multiprocessing.get_start_method(allow_none=True) == "loky":
+            # inside a joblib worker: the child re-applies the start method "loky", which only exists once
+            # loky's context module has been imported
+            preload.append("joblib.externals.loky.backend.context")
+        ctx.set_forkserver_preload(preload)
+    else:  # Windows: a fresh interpreter per point
+        ctx = multiprocessing.get_context("spawn")
     # by its importable name: this function may be running as __main__ (python -m hybrid.train), or as a copy
     # unpickled in a joblib worker, and the child finds its target by module and name
     target = target or importlib.import_module("hybrid.train")._point_child
@@ -236,7 +239,8 @@ def _point_child(config_yaml: str, settings: dict) -> None:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies, so that no point outlives a killed sweep."""
+    """Ask Linux to SIGKILL this process when its parent (the forkserver, which exits with the sweep's process)
+    dies, so that no point outlives a killed sweep."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes

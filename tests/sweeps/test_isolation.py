@@ -3,8 +3,8 @@ failed with its reason and returns, a completed one is skipped, the child gets o
 import json
 import os
 import signal
+from pathlib import Path
 
-import pytest
 from omegaconf import OmegaConf
 
 from hybrid.train import pin_resources, run_point
@@ -69,9 +69,27 @@ def test_joblib_points_share_the_cpu_cores(monkeypatch):
         torch.set_num_threads(threads)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
-def test_joblib_points_take_different_gpus():
+def test_joblib_points_take_the_first_free_gpu(tmp_path, monkeypatch):
+    import tempfile
+
     import torch
-    cfg = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1}})
-    pin_resources(cfg, torch.cuda.device_count())
-    assert list(cfg.trainer.devices) == [0] or torch.cuda.device_count() > 1
+
+    from hybrid import train
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    first = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1}})
+    pin_resources(first, 2)
+    held = train._device_lock  # another point's lock: this test holds it open, as that point's process would
+    second = OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 1}})
+    pin_resources(second, 2)
+    assert list(first.trainer.devices) == [0] and list(second.trainer.devices) == [1]
+    assert Path(held.name).name == "gpu3.lock" and Path(train._device_lock.name).name == "gpu5.lock"
+    chosen = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 2}})
+    threads = torch.get_num_threads()
+    try:
+        pin_resources(chosen, 2)  # devices chosen by the user: left alone, no lock taken
+    finally:
+        torch.set_num_threads(threads)
+    assert chosen.trainer.devices == 2 and Path(train._device_lock.name).name == "gpu5.lock"
+    held.close()
