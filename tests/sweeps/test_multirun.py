@@ -46,8 +46,10 @@ def test_a_failing_point_is_listed_and_the_others_complete_then_a_rerun_skips_th
     assert "2 points: 1 completed, 1 failed" in md and f"`{bad[0]}` **failed**: training loss is nan" in md
 
     done = {n: (sweep_dir / n / "result.json").stat().st_mtime_ns for n in points if n not in bad}
+    failed_at = (sweep_dir / bad[0] / "result.json").stat().st_mtime_ns
     hydra_main(monkeypatch, *args)
     assert {n: (sweep_dir / n / "result.json").stat().st_mtime_ns for n in done} == done, "completed points re-ran"
+    assert (sweep_dir / bad[0] / "result.json").stat().st_mtime_ns > failed_at, "the failed point must run again"
     assert json.loads((sweep_dir / bad[0] / "result.json").read_text())["status"] == "failed"
 
 
@@ -71,11 +73,13 @@ def test_a_missing_launcher_plugin_stops_the_sweep_naming_the_package(tmp_path, 
 
 @pytest.mark.skipif(os.environ.get("HYBRID_SLOW_TESTS") != "1",
                     reason="submitit_local starts a fresh interpreter per point (about 20 s of imports on a "
-                           "loaded 2-core machine, 50 s here for one point); run with HYBRID_SLOW_TESTS=1")
+                           "loaded 2-core machine: 25 to 50 s for one point); run with HYBRID_SLOW_TESTS=1")
 def test_submitit_local_runs_a_point(tmp_path, monkeypatch):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     monkeypatch.chdir(ROOT)  # the submitit job imports hybrid from the working directory's interpreter path
     hydra_main(monkeypatch, "-m", *TINY, "seed=3", "hydra/launcher=local_submitit", f"hydra.sweep.dir={tmp_path}")
-    result = json.loads((tmp_path / "seed=3" / "result.json").read_text())
+    (point,) = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert "seed=3" in point.name
+    result = json.loads((point / "result.json").read_text())
     assert result["status"] == "completed" and result["step"] == 2
     assert (tmp_path / ".submitit").is_dir() and "1 completed" in (tmp_path / "summary.md").read_text()
