@@ -29,6 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 from hybrid import records
 
 log = logging.getLogger(__name__)
+# CSVLogger warns that run_dir is not empty: it holds our record.json, and resumed runs keep their metrics
+# history through keep_metrics_history, so the warning says nothing a user can act on.
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 # the run directory's name: the overrides that make the run, or "default" when there are none
 OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
 
@@ -284,7 +287,7 @@ def pin_resources(cfg: DictConfig, n_jobs) -> None:
     waited = False
     while True:
         for index, name in enumerate(names):
-            handle = open(lock_dir / f"gpu{name}.lock", "w")
+            handle = open(lock_dir / f"gpu{name}.lock", "w")  # noqa: SIM115 (held open: it is the lock)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
