@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -67,7 +68,7 @@ def expected_points(config: DictConfig) -> list[str] | None:
     dirname = hydra.job.config.override_dirname
     try:
         return point_names(params + task, set(dirname.exclude_keys), dirname.item_sep, dirname.kv_sep)
-    except Exception as e:  # e.g. a glob sweep that needs the config loader: fall back to what is on disk
+    except (HydraException, ValueError) as e:  # e.g. a glob sweep, which needs the config loader: use the disk
         log.debug("cannot expand the sweep (%s); the summary lists the run dirs found", e)
         return None
 
@@ -96,8 +97,8 @@ def summary_markdown(table, sweep_dir: Path) -> str:
     if len(bad):
         lines += ["## Points that did not complete", ""]
         lines += [f"- `{r.point}` **{r.status}**: {r.reason}" for r in bad.itertuples()]
-        lines += ["", "Re-running the same command re-runs these points (completed ones are skipped); a "
-                      "killed point resumes from its checkpoints/last.ckpt.", ""]
+        lines += ["", ("Re-running the same command re-runs these points (completed ones are skipped); a "
+                       "killed point resumes from its checkpoints/last.ckpt."), ""]
     return "\n".join(lines)
 
 

@@ -71,7 +71,7 @@ def select_metrics(table: pd.DataFrame, metric) -> pd.DataFrame:
             name = row["metric"]
             if not isinstance(name, str):
                 continue
-            regex = re.sub(r"\{([^{}]+)\}", lambda m: re.escape(_text(row[m.group(1)])), pattern)
+            regex = re.sub(r"\{([^{}]+)\}", lambda m, row=row: re.escape(_text(row[m.group(1)])), pattern)
             match = re.fullmatch(regex, name)
             if match:
                 out.append({**row.to_dict(), **{k: _number(v) for k, v in match.groupdict().items()},
@@ -225,8 +225,8 @@ def markdown(table: pd.DataFrame, recipe: sweep.Recipe, p: sweep.Plan, long: pd.
         lines += ["Mean over " + recipe.plot.get("over", "seed") + " (min to max when there are several):", "",
                   collect.markdown_table(at_a_glance(shown, recipe.plot)), "", "Every cell and its runs:", ""]
     lines += [collect.markdown_table(shown), "",
-              "`points`: the run directories (under the sweep dir) of each row; `not_completed`: runs of that "
-              "cell that failed or never finished (their reasons are in the sweep dir's summary.md).", ""]
+              ("`points`: the run directories (under the sweep dir) of each row; `not_completed`: runs of that "
+               "cell that failed or never finished (their reasons are in the sweep dir's summary.md)."), ""]
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    code = subprocess.run(p.command()).returncode
+    code = subprocess.run(p.command(), check=False).returncode
     if code:
         print(f"the multirun exited with status {code}; drawing from the runs that exist", file=sys.stderr)
     made = figures.make(p)

@@ -214,14 +214,16 @@ def check(p: Plan) -> None:
     """Compose (and resolve, all but the run dir) every probe of the plan: a bad override is reported now, for
     all of them at once, instead of as a failure in the middle of a launched sweep. Raises ValueError."""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
     errors = []
     with initialize_config_dir(str(CONF), version_base="1.3"):
         for overrides in p.probes():
             try:
                 cfg = compose("train", overrides=[*overrides, "run_dir=/nonexistent"])
                 OmegaConf.to_container(cfg, resolve=True)
-            except Exception as e:  # composition errors come in many types; all are reported the same way
+            except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:  # reported alike
                 errors.append(f"  {' '.join(overrides)}\n    {type(e).__name__}: {e}".replace("\n", "\n    "))
     if errors:
         raise ValueError(f"recipe {p.recipe.name} ({p.profile}): {len(errors)} override set(s) do not compose:\n"
