@@ -71,8 +71,8 @@ def scan_providers(device: str) -> dict:
     if device == "cuda":
         try:
             from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        except ImportError:
-            pass
+        except Exception as err:  # noqa: BLE001 - not installed, or built for another torch: skip it, say why
+            print(f"mamba_ssm: not timed ({type(err).__name__}: {err})", file=sys.stderr)
         else:
             out["mamba_ssm"] = lambda x: selective_scan_fn(**x, delta_softplus=True)
     return out
@@ -87,6 +87,22 @@ def attention_inputs(batch, dim, L, head_dim, dtype, device) -> dict:
 
 def attention(x):
     return F.scaled_dot_product_attention(x["q"], x["k"], x["v"], is_causal=True)
+
+
+def attention_providers(device) -> dict:
+    """name -> f(q, k, v inputs): SDPA with torch's own choice on the CPU; on CUDA pinned to the flash and the cuDNN
+    backends (each skipped, with its error recorded, where it cannot run)."""
+    if device != "cuda":
+        return {"attention:sdpa": attention}
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def pinned(backend):
+        def f(x):
+            with sdpa_kernel([backend]):
+                return attention(x)
+        return f
+    return {"attention:flash": pinned(SDPBackend.FLASH_ATTENTION),
+            "attention:cudnn": pinned(SDPBackend.CUDNN_ATTENTION)}
 
 
 def measure(fn, inputs, mode, device) -> dict:
@@ -215,9 +231,11 @@ def run(device, lengths, shape) -> list[dict]:
                 rows.append(dict(op="scan", provider=name, mode=mode, L=L, **safe_measure(fn, x, mode, device)))
                 print(f"  L={L} {name} {mode}: {rows[-1]['median_ms']} ms", file=sys.stderr, flush=True)
         a = attention_inputs(batch, dim, L, hd, dtype, device)
-        for mode in MODES:
-            rows.append(dict(op="attention", provider=f"attention:sdpa {dim // hd}x{hd}", mode=mode, L=L,
-                             **safe_measure(attention, a, mode, device)))
+        for name, fn in attention_providers(device).items():
+            for mode in MODES:
+                rows.append(dict(op="attention", provider=f"{name} {dim // hd}x{hd}", mode=mode, L=L,
+                                 **safe_measure(fn, a, mode, device)))
+                print(f"  L={L} {name} {mode}: {rows[-1]['median_ms']} ms", file=sys.stderr, flush=True)
         del x, a
         rows += floor_rows(batch, dim, N, L, dtype, bandwidth, exps)
     return rows
@@ -226,11 +244,15 @@ def run(device, lengths, shape) -> list[dict]:
 def safe_measure(fn, inputs, mode, device) -> dict:
     try:
         return measure(fn, inputs, mode, device)
-    except torch.OutOfMemoryError as err:  # a provider that cannot hold this length: recorded, not fatal
+    except (torch.OutOfMemoryError, RuntimeError) as err:  # a provider that cannot run this: recorded, not fatal
         if device == "cuda":
             torch.cuda.empty_cache()
+        for t in inputs.values():
+            if isinstance(t, torch.Tensor):
+                t.grad = None
+        kind = "out of memory" if isinstance(err, torch.OutOfMemoryError) else type(err).__name__
         return dict(median_ms=None, p20_ms=None, p80_ms=None, first_call_ms=None, peak_mem_bytes=None,
-                    error=f"out of memory: {str(err).splitlines()[0]}")
+                    error=f"{kind}: {str(err).splitlines()[0][:300]}")
 
 
 def print_table(rows):
@@ -250,7 +272,12 @@ def main(argv=None) -> int:
     p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default: per device, see above)")
     p.add_argument("--out", type=Path, help="JSON file (default: bench/results/scan_<device>.json)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--config", type=json.loads, help="our kernels' tile shapes: JSON with some of CONFIG's keys")
     args = p.parse_args(argv)
+    if args.config:
+        from hybrid.kernels.selective_scan import triton as ours
+        ours.make_cfg(None, args.config)  # checks the keys and values
+        ours.CONFIG.update(args.config)
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device is visible to torch", file=sys.stderr)
@@ -264,6 +291,9 @@ def main(argv=None) -> int:
     out = args.out or Path("bench/results") / f"scan_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     shape_json = {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()}
+    if args.device == "cuda":
+        from hybrid.kernels.selective_scan.triton import CONFIG
+        env["ours_config"] = dict(CONFIG)
     out.write_text(json.dumps({"bench": "scan", "shape": shape_json, **env, "rows": rows}, indent=1) + "\n")
     print(f"{args.device}: {env['device']}; {len(rows)} rows in {time.perf_counter() - t0:.1f} s; wrote {out}")
     return 0

@@ -19,7 +19,7 @@ import pytest
 triton = pytest.importorskip("triton")
 
 from hybrid.kernels.selective_scan.reference import selective_scan_sequential
-from hybrid.kernels.selective_scan.triton import _fwd_kernel, selective_scan_triton
+from hybrid.kernels.selective_scan.triton import _fwd_kernel, make_cfg, selective_scan_triton
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -103,14 +103,19 @@ def sequential_mixed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     return (y, h) if return_last_state else y
 
 
-def check(batch, dim, L, N, dtype, chunk, block_d, softplus=True, tnd=None, **flags):
+# small tiles for the interpreter: 8 channels per program (4 lanes on states, 8 on channels), forward tiles of 4 steps
+SMALL = dict(fwd_t=4, fwd_n_lanes=4, fwd_d_per_thread=1, fwd_warps=1, bwd_n_lanes=4, bwd_d_per_thread=1,
+             bwd_warps=1)
+
+
+def check(batch, dim, L, N, dtype, chunk, config=SMALL, softplus=True, **flags):
     inp = make_inputs(batch, dim, L, N, dtype, **flags)
     if not softplus:  # the step sizes must be positive without softplus, or the recurrence grows
         inp["delta"] = inp["delta"].abs()
     gen = torch.Generator().manual_seed(1)
     gy = torch.randn(batch, dim, L, generator=gen).to(dtype).to(DEVICE)
     glast = torch.randn(batch, dim, N, generator=gen).to(DEVICE)
-    y, last, grads = run(selective_scan_triton, inp, gy, glast, softplus, chunk_size=chunk, block_d=block_d, tnd=tnd)
+    y, last, grads = run(selective_scan_triton, inp, gy, glast, softplus, chunk_size=chunk, config=config)
     inp64 = {k: (v.double() if v is not None else None) for k, v in inp.items()}
     ref = selective_scan_sequential if inp["B"].dim() == inp["C"].dim() else sequential_mixed
     y64, last64, grads64 = run(ref, inp64, gy.double(), glast.double(), softplus)
@@ -129,49 +134,57 @@ def rel(x, ref):
     return ((x.double() - ref).norm() / ref.norm()).item()
 
 
-# (batch, dim, L, N, chunk, block_d): padded channel blocks (dim 5), padded states (N 3), tails (L 63, 37, 300)
+# (batch, dim, L, N, chunk): padded channel blocks (dim 5), padded states (N 3), tails (L 63, 37, 300)
 CASES = {
-    "b2-d5-L63-N16": (2, 5, 63, 16, 16, 4),
-    "b1-d64-L40-N16": (1, 64, 40, 16, 16, 32),
-    "b1-d5-L300-N1": (1, 5, 300, 1, 32, 8),
-    "b3-d5-L1-N3": (3, 5, 1, 3, 8, 4),
+    "b2-d5-L63-N16": (2, 5, 63, 16, 16),
+    "b1-d64-L40-N16": (1, 64, 40, 16, 16),
+    "b1-d5-L300-N1": (1, 5, 300, 1, 32),
+    "b3-d5-L1-N3": (3, 5, 1, 3, 8),
 }
-
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_fp32_shapes(case):
-    batch, dim, L, N, chunk, bd = CASES[case]
-    check(batch, dim, L, N, torch.float32, chunk, bd)
+    batch, dim, L, N, chunk = CASES[case]
+    check(batch, dim, L, N, torch.float32, chunk)
 
 
-@pytest.mark.parametrize("tnd", [True, False], ids=["TND", "TDN"])
-def test_tile_orders(tnd):
-    """Both 3-D tile axis orders compute the same scan."""
-    check(2, 5, 21, 16, torch.float32, 8, 4, tnd=tnd)
+# (n_lanes, d_per_thread, warps) for both kernels, forward steps per tile: every way of splitting the tile
+TILES = {"lanes1-d1-w1": (1, 1, 1, 8), "lanes2-d2-w1": (2, 2, 1, 4), "lanes8-d1-w2": (8, 1, 2, 2),
+         "lanes16-d1-w4": (16, 1, 4, 8)}
+
+
+@pytest.mark.parametrize("tile", list(TILES))
+def test_tile_shapes(tile):
+    """Every split of the tile over threads, lanes and warps computes the same scan (dim 37: several blocks for
+    the small tiles, a padded one for the large)."""
+    lanes, d1, w, fwd_t = TILES[tile]
+    cfg = dict(fwd_t=fwd_t, fwd_n_lanes=lanes, fwd_d_per_thread=d1, fwd_warps=w, bwd_n_lanes=lanes,
+               bwd_d_per_thread=d1, bwd_warps=w)
+    check(2, 37, 21, 16, torch.float32, 8, cfg)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_half_dtypes(dtype):
-    check(2, 5, 45, 16, dtype, 16, 4)
+    check(2, 5, 45, 16, dtype, 16)
 
 
 @pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False), (False, False)], ids=["ltiB", "ltiC", "lti"])
 def test_lti(b_sel, c_sel):
-    check(2, 5, 37, 4, torch.float32, 8, 4, b_sel=b_sel, c_sel=c_sel)
+    check(2, 5, 37, 4, torch.float32, 8, b_sel=b_sel, c_sel=c_sel)
 
 
 def test_no_optional_inputs():
     """No D, z, delta_bias, initial state and no softplus: the plain recurrence."""
-    check(1, 5, 37, 8, torch.float32, 8, 4, softplus=False, D=False, z=False, bias=False, h0=False)
+    check(1, 5, 37, 8, torch.float32, 8, softplus=False, D=False, z=False, bias=False, h0=False)
 
 
 def test_deterministic_backward():
     """Two backward passes are bitwise identical (no atomics: dB, dC partials reduced in a fixed order)."""
     inp = make_inputs(2, 8, 40, 16, torch.float32)
     gy, glast = torch.randn(2, 8, 40, device=DEVICE), torch.randn(2, 8, 16, device=DEVICE)
-    _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, block_d=4)
-    _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, block_d=4)
+    _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=SMALL)
+    _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=SMALL)
     for k in g1:
         assert torch.equal(g1[k], g2[k]), k
 
@@ -186,7 +199,7 @@ def test_strided_inputs_match_contiguous():
                    B=BC[..., :N].transpose(1, 2), C=BC[..., N:].transpose(1, 2))
     dense = {k: (v.contiguous() if v is not None else None) for k, v in strided.items()}
     assert not strided["u"].is_contiguous() and not strided["B"].is_contiguous()
-    kw = dict(delta_softplus=True, return_last_state=True, chunk_size=8, block_d=4)
+    kw = dict(delta_softplus=True, return_last_state=True, chunk_size=8, config=SMALL)
     y1, l1 = selective_scan_triton(**strided, **kw)
     y2, l2 = selective_scan_triton(**dense, **kw)
     assert torch.equal(y1, y2) and torch.equal(l1, l2)
@@ -195,9 +208,9 @@ def test_strided_inputs_match_contiguous():
 def test_no_grad_saves_nothing_and_matches():
     inp = make_inputs(1, 5, 20, 4, torch.float32)
     with torch.no_grad():
-        y = selective_scan_triton(**inp, delta_softplus=True, chunk_size=8, block_d=4)
+        y = selective_scan_triton(**inp, delta_softplus=True, chunk_size=8, config=SMALL)
     y_grad = selective_scan_triton(**{k: (v.requires_grad_(True) if v is not None else None) for k, v in
-                                      inp.items()}, delta_softplus=True, chunk_size=8, block_d=4)
+                                      inp.items()}, delta_softplus=True, chunk_size=8, config=SMALL)
     assert torch.equal(y, y_grad.detach())
 
 
@@ -209,7 +222,10 @@ def test_no_grad_saves_nothing_and_matches():
     (dict(u=torch.randn(2, 5, 8, dtype=torch.float64)), "u has dtype torch.float64"),
     (dict(delta=torch.randint(0, 3, (2, 5, 8))), "delta must be a floating tensor"),
     (dict(chunk_size=12), "chunk_size=12"),
-    (dict(block_d=3), "block_d=3"),
+    (dict(config=dict(bwd_warps=3)), "bwd_warps=3"),
+    (dict(config=dict(fwd_n_lanes=64)), "fwd_n_lanes=64"),
+    (dict(config=dict(fwd_stages=0)), "fwd_stages=0"),
+    (dict(config=dict(block_d=32)), "unknown config keys"),
 ])
 def test_bad_inputs(bad, match):
     args = dict(u=torch.randn(2, 5, 8), delta=torch.randn(2, 5, 8), A=-torch.rand(5, 3), B=torch.randn(2, 3, 8),
@@ -224,7 +240,8 @@ def test_custom_op_registration():
     """The torch.library ops pass opcheck: schema, fake (meta) impl, autograd registration."""
     inp = make_inputs(1, 3, 10, 2, torch.float32, h0=True)
     args = [inp[k] for k in NAMES]
-    args = [a.requires_grad_(True) if a is not None else None for a in args] + [True, True, [4, 2, 1, 2, 1, 1]]
+    cfg = make_cfg(4, dict(SMALL, fwd_t=2))
+    args = [a.requires_grad_(True) if a is not None else None for a in args] + [True, True, cfg]
     torch.library.opcheck(torch.ops.hybrid.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
@@ -248,7 +265,7 @@ def test_torch_compile_fullgraph():
 
     def loss(u, delta, A, B, C, D, z, delta_bias):
         y = selective_scan_triton(u * 2, delta, A, B, C, D, z, delta_bias, delta_softplus=True, chunk_size=4,
-                                  block_d=2)
+                                  config=SMALL)
         return y.square().sum()
 
     args = [inp[k].detach().requires_grad_(True) for k in NAMES[:-1]]
