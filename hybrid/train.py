@@ -9,8 +9,9 @@ import json
 import logging
 import multiprocessing
 import os
+import select
 import signal
-import sys
+import threading
 import time
 import traceback
 import warnings
@@ -196,6 +197,7 @@ def run_point(cfg: DictConfig, settings: dict, target=None) -> dict:
         log.info("skipping %s: result.json says completed (delete the directory to run it again)", run_dir)
         return {**done, "skipped": True}
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)  # ${hydra:...} resolves here, not in the child
+    settings = {**settings, "sweep_pid": os.getpid()}
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         preload = ["hybrid.train"]
@@ -232,8 +234,10 @@ def run_point(cfg: DictConfig, settings: dict, target=None) -> dict:
 
 
 def _point_child(config_yaml: str, settings: dict) -> None:
-    """Runs in the child process: logging to stderr, one device when joblib runs points side by side, train."""
-    _die_with_parent()
+    """Runs in the child process: ends with the sweep, logs to stderr, takes one GPU (or a CPU share) when
+    joblib runs points side by side, trains."""
+    if settings.get("sweep_pid"):
+        _exit_with(settings["sweep_pid"])
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     cfg = OmegaConf.create(config_yaml)
     if "joblib" in settings.get("launcher", ""):
@@ -241,15 +245,27 @@ def _point_child(config_yaml: str, settings: dict) -> None:
     run_recorded(cfg)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent (the forkserver, which exits with the sweep's process)
-    dies, so that no point outlives a killed sweep."""
-    if sys.platform.startswith("linux"):
+def _exit_with(pid: int) -> None:
+    """SIGKILL this process when the sweep's process `pid` ends, so that no point outlives a killed sweep.
+
+    Watching the parent is not enough: the parent is the forkserver, which lives as long as any of its
+    children do. A daemon thread waits on a pidfd of the sweep's process (or polls it where there is none).
+    """
+    def watch():
         try:
-            import ctypes
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-        except OSError:
-            pass
+            fd = os.pidfd_open(pid)
+            select.select([fd], [], [])
+        except (AttributeError, OSError):  # no pidfd here (not Linux, or an old kernel): poll
+            while True:
+                time.sleep(2)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    continue
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="exit-with-sweep", daemon=True).start()
 
 
 # A point's child process re-runs this module as __mp_main__ when the sweep was started with

@@ -3,6 +3,7 @@ failed with its reason and returns, a completed one is skipped, the child gets o
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -28,6 +29,17 @@ def write_completed(config_yaml, settings):
         json.dump({"status": "completed", "metrics": {"val/acc_L64": 0.5}, "child_pid": os.getpid()}, f)
 
 
+def outlive_a_short_sweep(config_yaml, settings):
+    """Watch a stand-in for the sweep's process that ends after a moment, then try to run on for a minute."""
+    import subprocess
+    import time
+
+    from hybrid.train import _exit_with
+    stand_in = subprocess.Popen(["sleep", "0.5"])
+    _exit_with(stand_in.pid)
+    time.sleep(60)
+
+
 def point(tmp_path):
     return OmegaConf.create({"run_dir": str(tmp_path / "point"), "trainer": {"accelerator": "auto", "devices": 1}})
 
@@ -41,6 +53,12 @@ def test_a_killed_point_is_recorded_and_returns(tmp_path):
     assert json.loads((tmp_path / "point" / "result.json").read_text()) == result
     record = json.loads((tmp_path / "point" / "record.json").read_text())
     assert record["status"] == "failed" and record["end_time"]
+
+
+def test_a_point_ends_when_the_sweep_process_ends(tmp_path):
+    start = time.monotonic()
+    result = run_point(point(tmp_path), BASIC, target=outlive_a_short_sweep)
+    assert "killed by signal SIGKILL" in result["reason"] and time.monotonic() - start < 30
 
 
 def test_a_point_that_exits_without_a_result_is_recorded(tmp_path):
