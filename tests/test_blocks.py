@@ -8,6 +8,7 @@ D_MODEL = 16
 CONFIGS = {
     "M": {"d_state": 4},
     "M_lti": {"d_state": 4, "selective": False},
+    "M_nogate": {"d_state": 4, "gate": False},
     "A": {"n_heads": 4},
     "A_gqa": {"n_heads": 4, "n_kv_heads": 2},
     "A_norope": {"n_heads": 2, "rope_base": None},

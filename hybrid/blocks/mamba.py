@@ -9,6 +9,9 @@
 `selective=False` is the paper's LTI ablation: dt, B and C become learned parameters that do not depend on
 the input (dt one value per channel through delta_bias, B and C [d_inner, d_state]), on the same scan.
 
+`gate=False` drops the SiLU(z) gate (the Mamba paper's "no gate" variant in its selective-copying table):
+in_proj then makes only the x branch.
+
 `dt_bc_norm=True` is Jamba's variant: an RMSNorm (eps `dt_bc_norm_eps`, modules `dt_layernorm`, `b_layernorm`,
 `c_layernorm`, as Hugging Face names them) on each of dt, B and C right after x_proj, before dt_proj and the scan.
 """
@@ -28,15 +31,15 @@ class Mamba(nn.Module):
                  dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
                  selective: bool = True, scan_backend: str = "auto", dt_bc_norm: bool = False,
-                 dt_bc_norm_eps: float = 1e-6):
+                 dt_bc_norm_eps: float = 1e-6, gate: bool = True):
         super().__init__()
         if dt_bc_norm and not selective:
             raise ValueError("dt_bc_norm=True normalises the input-dependent dt, B and C; it needs selective=True")
         d_inner = expand * d_model
         self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
-        self.selective, self.scan_backend = selective, scan_backend
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=bias)
+        self.selective, self.scan_backend, self.gate = selective, scan_backend, gate
+        self.in_proj = nn.Linear(d_model, (2 if gate else 1) * d_inner, bias=bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
         if selective:
             self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
@@ -80,8 +83,8 @@ class Mamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, L, _ = x.shape
-        xz = self.in_proj(x).transpose(1, 2)  # [batch, 2 * d_inner, L]
-        u, z = xz.chunk(2, dim=1)  # each [batch, d_inner, L]
+        xz = self.in_proj(x).transpose(1, 2)  # [batch, 2 * d_inner, L] ([batch, d_inner, L] without the gate)
+        u, z = xz.chunk(2, dim=1) if self.gate else (xz, None)  # each [batch, d_inner, L]
         u = F.silu(self.conv1d(u)[..., :L])  # causal: drop the right padding
         A = -torch.exp(self.A_log.float())  # [d_inner, N]
         if self.selective:
