@@ -14,8 +14,11 @@ train/, validation/, test/) those are used instead.
 Windows: a batch is `batch_size` windows of length + 1 tokens at uniformly random valid starts, inputs the first
 `length` tokens and targets the next token at every position ([batch, length] int64 each, no ignored targets).
 Audio windows stay inside one file (`cross_documents = False`); text windows are packed across documents.
-Training windows follow (seed, "train", step); validation and test windows ignore the run's seed (they follow
-(0, split, batch index)), so every seed of a sweep is measured on the same windows.
+Training windows follow (seed, "train", step). Validation and test windows ignore the run's seed (they follow
+(0, split, batch index)), so every seed of a sweep is measured on the same samples; and every evaluation length
+scores the same samples too: a batch holds windows of the longest evaluation length, cut into rows of the
+length asked for (a batch of L=256 rows from 1024-long windows has 4x the rows). Lengths that divide the
+longest compare exactly; the differences between them are then context alone, not which audio was drawn.
 """
 import hashlib
 import json
@@ -280,26 +283,36 @@ class CorpusConfig(TaskConfig):
         cum, _ = part.window_starts(int(length) + 1, self.cross_documents)
         if cum[-1] < 1:
             if self.cross_documents:
-                where, size = f"the whole {split} split", len(part)
+                where, size, label = f"the whole {split} split", len(part), ""
             else:
-                where, size = f"every file of the {split} split", int(part.lengths.max(initial=0))
+                where, size, label = f"every file of the {split} split", int(part.lengths.max(initial=0)), "longest: "
             raise ValueError(f"{what}={length}: a window of {int(length) + 1} tokens is longer than {where} of "
-                             f"{self.describe_source()} (longest: {size} tokens{self.length_note(size)}); "
+                             f"{self.describe_source()} ({label}{size} tokens{self.length_note(size)}); "
                              f"use shorter lengths or more data")
 
     def length_note(self, tokens: int) -> str:
         return ""
 
     def generate(self, *, seed: int, split: str, step: int, batch_size: int, length: int, **eval_kwargs):
-        """(inputs, targets) [batch_size, length] int64; split "train" (or "train.rank<k>"), "val" or "test"."""
+        """(inputs, targets) int64; split "train" (or "train.rank<k>"), "val" or "test".
+
+        Training: [batch_size, length], windows drawn from (seed, split, step). Evaluation: batch_size windows
+        of the longest evaluation length drawn from (0, split, step), each cut into longest // length
+        consecutive rows: [batch_size * (longest // length), length]. So every evaluation length scores the
+        same samples (when it divides the longest) and differs only in how much context precedes them.
+        """
         check_unknown_kwargs(self.kind, eval_kwargs)
         check_batch_size(batch_size)
         base = split.split(".")[0]
         if base == "train":
-            generator = rng_for(seed, split, step)
-        elif base in ("val", "test"):
-            generator = rng_for(0, split, step)  # the same evaluation windows for every run seed
-        else:
+            part = self.splits()["train"]
+            return sample_windows(part, rng_for(seed, split, step), batch_size, length, self.cross_documents)
+        if base not in ("val", "test"):
             raise ValueError(f"split={split!r}; allowed: 'train' (or 'train.rank<k>'), 'val', 'test'")
-        part = self.splits()["validation" if base == "val" else base]
-        return sample_windows(part, generator, batch_size, length, self.cross_documents)
+        part = self.splits()["validation" if base == "val" else "test"]
+        longest = max([int(n) for n in self.eval_lengths] + [int(length)])
+        inputs, targets = sample_windows(part, rng_for(0, split, step), batch_size, longest, self.cross_documents)
+        rows = longest // length
+        # [batch, longest] -> [batch * rows, length]: row r of window b is inputs[b, r*length:(r+1)*length]
+        return (inputs[:, :rows * length].reshape(batch_size * rows, length),
+                targets[:, :rows * length].reshape(batch_size * rows, length))

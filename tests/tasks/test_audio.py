@@ -233,6 +233,9 @@ def test_datamodule_resume_continues_the_stream(cache):
     assert fresh.eval_names == ["L64", "L128"] and fresh.bytes_per_token == 1.0 and fresh.vocab_size == 256
     val = [list(loader) for loader in fresh.val_dataloader()]
     assert [x.shape for x, _ in val[1]] == [(3, 128), (3, 128)]
+    assert [x.shape for x, _ in val[0]] == [(6, 64), (6, 64)]  # the same 128-long windows cut in two
+    for (x64, y64), (x128, y128) in zip(*val):  # every length scores the same samples, with less context
+        assert torch.equal(y64.reshape(3, 128), y128) and torch.equal(x64.reshape(3, 128), x128)
     with pytest.raises(TypeError, match="CorpusDataModule serves real-data tasks"):
         CorpusDataModule({"_target_": "hybrid.tasks.mqar.MQARConfig"})
 
@@ -253,3 +256,30 @@ def test_tiny_training_run(tmp_path, cache):
     for name in ("L32", "L64"):
         loss = result["metrics"][f"val/loss_{name}"]
         assert math.isfinite(loss) and loss < math.log(256) + 0.5  # near uniform after 2 steps, not diverged
+
+
+def test_spoken_digits_need_espeak_ng(tmp_path, monkeypatch):
+    import shutil
+
+    from hybrid.tasks import audio_synth
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="needs the espeak-ng program.*apt-get install espeak-ng"):
+        audio_synth.write_spoken_digits(tmp_path, count=2)
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_spoken_digits_corpus(cache):
+    cfg = AudioConfig(source="spoken_digits", digits_count=6, cache_dir=cache, train_length=64, eval_lengths=[64],
+                      val_fraction=0.2, test_fraction=0.2)
+    cfg.validate()
+    files = sorted(cfg.folder().glob("*.wav"))
+    assert len(files) == 6 and all(f.stem.split("_")[0] in audio_synth_digits() for f in files)
+    samples, rate = read_audio(files[0])
+    assert rate == 22050 and samples.size == 22050 and np.abs(samples).max() > 0.05  # padded to 1 s, not silent
+    assert sum(len(c) for c in cfg.splits().values()) == 6 * 16000  # resampled to 16 kHz
+
+
+def audio_synth_digits():
+    from hybrid.tasks.audio_synth import DIGITS
+    return DIGITS
