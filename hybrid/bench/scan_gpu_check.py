@@ -149,9 +149,19 @@ def phase_mamba(log) -> dict:
 # sweep: each variant is (kernel, version, cfg); cfg is the version's own list
 
 
-def sweep_variants(has_old: bool) -> list[tuple[str, str, tuple]]:
-    from hybrid.kernels.selective_scan.triton import CONFIG, make_cfg
+def sweep_variants(has_old: bool, small: bool = False) -> list[tuple[str, str, tuple]]:
+    from hybrid.kernels.selective_scan.triton import make_cfg
 
+    if small:  # the likely winners only, for a short lease
+        out = [("fwd", "new", tuple(make_cfg(c, dict(fwd_t=t, fwd_n_lanes=ln, fwd_warps=w))))
+               for c, t, ln, w in itertools.product((8, 16), (4, 8), (1, 2), (1, 2, 4)) if t <= c]
+        out += [("bwd", "new", tuple(make_cfg(c, dict(bwd_n_lanes=ln, bwd_warps=w))))
+                for c, ln, w in itertools.product((8, 16), (2, 4, 8), (2, 4, 8)) if c * 16 // ln <= 64]
+        if has_old:
+            out += [("fwd", "old", (16, 32, 4, 32, 8, 1)), ("bwd", "old", (16, 32, 4, 32, 8, 1)),
+                    ("fwd", "old", (8, 32, 2, 32, 4, 1)), ("bwd", "old", (8, 32, 2, 32, 4, 1)),
+                    ("bwd", "old", (16, 16, 4, 16, 4, 1))]
+        return out
     out = []
     for chunk in (8, 16, 32):
         for t, lanes, d1, w in itertools.product((4, 8, 16), (1, 2, 4), (1, 2), (1, 2, 4, 8)):
@@ -226,12 +236,12 @@ def _warm(job):
     return bad
 
 
-def phase_sweep(log, old_path, workers) -> dict:
+def phase_sweep(log, old_path, workers, small=False) -> dict:
     import multiprocessing as mp
 
     import triton.testing
 
-    variants = sweep_variants(old_path is not None)
+    variants = sweep_variants(old_path is not None, small)
     t0 = time.perf_counter()
     jobs = [(variants[i::workers], old_path) for i in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -262,15 +272,15 @@ def phase_sweep(log, old_path, workers) -> dict:
 
 
 def best_config(sweep: dict) -> dict:
-    """The fastest new forward and backward of the sweep with one chunk between them (the backward's)."""
+    """The fastest new backward of the sweep and the fastest new forward whose tile fits its chunk (the chunk, the
+    backward's tile, is also the forward's state spacing, which costs the forward little)."""
     from hybrid.kernels.selective_scan.triton import CONFIG
     keys = list(CONFIG)
-    rows = [r for r in sweep["rows"] if r["version"] == "new" and "ms" in r]
+    rows = [dict(r, c=dict(zip(keys, r["cfg"]))) for r in sweep["rows"] if r["version"] == "new" and "ms" in r]
     bwd = min((r for r in rows if r["kernel"] == "bwd"), key=lambda r: r["ms"])
-    chunk = bwd["cfg"][0]
-    fwd = min((r for r in rows if r["kernel"] == "fwd" and r["cfg"][0] == chunk), key=lambda r: r["ms"])
-    f, b = dict(zip(keys, fwd["cfg"])), dict(zip(keys, bwd["cfg"]))
-    return {k: (f[k] if k.startswith("fwd") else b[k]) for k in keys}
+    fwd = min((r for r in rows if r["kernel"] == "fwd" and r["c"]["fwd_t"] <= bwd["c"]["chunk"]),
+              key=lambda r: r["ms"])
+    return {k: (fwd["c"][k] if k.startswith("fwd") else bwd["c"][k]) for k in keys}
 
 
 def main(argv=None) -> int:
@@ -279,6 +289,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     p.add_argument("--old", help="an earlier triton.py whose kernels the sweep times too")
     p.add_argument("--workers", type=int, default=12)
+    p.add_argument("--small", action="store_true", help="sweep only the likely winners")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("scan_gpu_check needs a CUDA device", file=sys.stderr)
@@ -301,7 +312,7 @@ def main(argv=None) -> int:
             elif phase == "mamba":
                 result["mamba"] = phase_mamba(log)
             elif phase == "sweep":
-                result["sweep"] = phase_sweep(log, args.old, args.workers)
+                result["sweep"] = phase_sweep(log, args.old, args.workers, args.small)
                 result["best_config"] = best_config(result["sweep"])
                 log(f"best config: {result['best_config']}")
             else:

@@ -19,8 +19,9 @@ import triton.language as tl
 # fwd_t: the forward's steps per tile (divides chunk). *_n_lanes: lanes of a warp along the states (the other
 # 32 / n_lanes along channels); *_d_per_thread: channels each thread holds; *_warps: warps, all along channels.
 # Channels per program = d_per_thread * warps * 32 / n_lanes. *_stages: Triton's software pipelining depth.
-CONFIG = dict(chunk=16, fwd_t=8, fwd_n_lanes=1, fwd_d_per_thread=1, fwd_warps=2, fwd_stages=1,
-              bwd_n_lanes=4, bwd_d_per_thread=1, bwd_warps=4, bwd_stages=1)
+# Defaults: the fastest of the H100 sweep (bench/results/scan_h100_notes.md), forward and backward timed apart.
+CONFIG = dict(chunk=8, fwd_t=4, fwd_n_lanes=2, fwd_d_per_thread=1, fwd_warps=2, fwd_stages=1,
+              bwd_n_lanes=4, bwd_d_per_thread=1, bwd_warps=2, bwd_stages=1)
 _KEYS = tuple(CONFIG)
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -67,16 +68,6 @@ def _sum_d(x):
 
 
 @triton.jit
-def _pick_first(a, b):
-    return a
-
-
-@triton.jit
-def _pick_last(a, b):
-    return b
-
-
-@triton.jit
 def _exp2(x, FAST_EXP: tl.constexpr):
     # ex2.approx.ftz skips the denormal range fix-up (a compare and two multiplies) of tl.exp2
     if FAST_EXP:
@@ -94,9 +85,8 @@ def _fwd_combine(a1, b1, a2, b2):
 
 @triton.jit
 def _bwd_combine(a_r, p_r, g_r, a_l, p_l, g_l):
-    # The reverse scan of g_t = c_t + a_{t+1} g_{t+1}, run forward over the time-flipped tile, so the accumulated
-    # segment (first argument) is the later one. A segment [s..e] is (a_s, prod_{s<t<=e} a_t, g_s). Coefficients
-    # shifted by one step need no shifted loads.
+    # The reverse scan of g_t = c_t + a_{t+1} g_{t+1}. A segment [s..e] is (a_s, prod_{s<t<=e} a_t, g_s); Triton's
+    # reverse scan passes the later segment (r) first. Coefficients shifted by one step need no shifted loads.
     m = p_l * a_r
     return a_l, m * p_r, g_l + m * g_r
 
@@ -182,7 +172,7 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
     st_base = states_ptr + (pid_b * dim + dd64) * n_states * N + nn * n_one
     first = tt == 0
     for c in range(n_chunks):
-        if SAVE:  # the state entering every RATIO-th tile, for the backward
+        if SAVE:  # noqa: SIM102 - a compile-time branch around a run-time one; the state entering every RATIO-th tile
             if c % RATIO == 0:
                 tl.store(st_base + (c // RATIO) * N, h, mask=s_mask)
         tg = (c * T + tt).to(tl.int64)  # [T, 1, 1, 1, 1, 1] global time index
@@ -207,7 +197,7 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
             y = y * zz * tl.sigmoid(zz)
         tl.store(y_base + tg, y, mask=m2 & lead)
         # padded steps (t >= L) have a = 1, b = 0, so the last row is the state at min(tile end, L) - 1
-        h = tl.reduce(hs, 0, _pick_last, keep_dims=True)
+        h = tl.sum(tl.where(tt == T - 1, hs, 0.0), 0, keep_dims=True)
     tl.store(last_ptr + s_off, h, mask=s_mask)
 
 
@@ -293,14 +283,15 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             tl.store(dCp_ptr + part + tg, _sum_d(dy * hs), mask=tn_mask)
         else:
             dC_acc += tl.sum(dy * hs, 0, keep_dims=True)
-        # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}; the carry enters at the chunk's last step. A forward scan
-        # over the flipped tile: Triton lowers reverse=True with two lane-reversing shuffles per value and operand.
+        # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}; the carry enters at the chunk's last step. (Triton lowers
+        # reverse=True with two lane-reversing shuffles per value and operand, ~14 SHFL per element here; a forward
+        # scan over tl.flip'ped tiles avoided them but gave wrong gradients on the H100, see the notes.)
         cg = dy * C3
         cg = tl.where(last, cg + carry, cg)
         ones = tl.full(a.shape, 1.0, tl.float32)
-        _, _, gs = tl.associative_scan((tl.flip(a, 0), ones, tl.flip(cg, 0)), 0, _bwd_combine)
-        gs = tl.flip(gs, 0)
-        carry = tl.reduce(a * gs, 0, _pick_first, keep_dims=True)
+        _, _, gs = tl.associative_scan((a, ones, cg), 0, _bwd_combine, reverse=True)
+        # the first row by a masked sum: a reduce with a non-commutative combine (pick the first) is not safe
+        carry = tl.sum(tl.where(first, a * gs, 0.0), 0, keep_dims=True)
         gah = gs * (hs - b)  # g_t a_t h_{t-1}
         dA_acc += tl.sum(gah * dt, 0, keep_dims=True)
         gB = _sum_n(gs * B3)  # [T, D2, 1, W, 1, D1]
