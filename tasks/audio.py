@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 from hybrid.tasks.audio_io import audio_to_tokens, read_audio, resample_ratio
 from hybrid.tasks.corpus import CorpusConfig, file_fingerprint, key_hash, quiet_datasets
 
@@ -139,7 +137,7 @@ class AudioConfig(CorpusConfig):
                 name = str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else path
                 try:
                     samples, rate = read_audio(path)
-                except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError ...
+                except Exception as err:  # noqa: BLE001 - soundfile raises LibsndfileError, RuntimeError, TypeError...
                     skipped.append(f"{path} ({type(err).__name__}: {err})")
                     continue
                 if samples.size == 0:

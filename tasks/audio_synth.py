@@ -46,7 +46,7 @@ def _note(midi: int, seconds: float, velocity: float, rate: int, rng: np.random.
 def piano_piece(seed: int, index: int, sample_rate: int = 16000, seconds: float = 4.0) -> np.ndarray:
     """Piece `index` of `seed`: float32 samples [round(seconds * sample_rate)], peak 0.9 plus a noise floor."""
     rng = np.random.default_rng([int(seed), int(index)])
-    total = int(round(seconds * sample_rate))
+    total = round(seconds * sample_rate)
     out = np.zeros(total + 3 * sample_rate, dtype=np.float32)  # room for the last notes' tails, cut below
     scale = MAJOR if rng.random() < 0.5 else MINOR
     tonic = int(rng.integers(55, 67))  # melody register around middle C .. G4
@@ -130,7 +130,7 @@ def write_spoken_digits(folder: str | Path, count: int, seed: int = 0, seconds: 
         subprocess.run([program, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), DIGITS[digit]],
                        check=True, capture_output=True)
         samples, rate = soundfile.read(str(path), dtype="int16")
-        n = int(round(seconds * rate))
+        n = round(seconds * rate)
         fixed = np.zeros(n, dtype=np.int16)
         fixed[:min(n, samples.size)] = samples[:n]
         soundfile.write(str(path), fixed, rate, subtype="PCM_16")

@@ -33,7 +33,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-
 from hybrid.tasks.base import TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 log = logging.getLogger(__name__)
@@ -245,8 +244,8 @@ class CorpusConfig(TaskConfig):
             if self.max_bytes is not None:
                 whole = whole.slice(0, min(len(whole), int(self.max_bytes)))
             n = len(whole)
-            cut1 = int(round(n * (1 - self.val_fraction - self.test_fraction)))
-            cut2 = int(round(n * (1 - self.test_fraction)))
+            cut1 = round(n * (1 - self.val_fraction - self.test_fraction))
+            cut2 = round(n * (1 - self.test_fraction))
             splits = {"train": whole.slice(0, cut1), "validation": whole.slice(cut1, cut2),
                       "test": whole.slice(cut2, n)}
         for split, part in splits.items():
@@ -271,7 +270,7 @@ class CorpusConfig(TaskConfig):
         if self.max_bytes is not None and int(self.max_bytes) < 1:
             raise ValueError(f"{name}.max_bytes={self.max_bytes}; must be >= 1 or null")
         super().validate()  # lengths >= 1, eval_lengths not empty
-        splits = self.splits()
+        self.splits()  # build or read the corpus now: a bad file or folder fails before training
         checks = [("train", "train_length", self.train_length)]
         checks += [(s, "eval_lengths", n) for n in self.eval_lengths for s in ("validation", "test")]
         for split, what, length in checks:

@@ -11,12 +11,11 @@ import torch
 pytest.importorskip("datasets")
 sf = pytest.importorskip("soundfile")
 
-from hybrid.tasks.audio import AudioConfig, list_audio_files  # noqa: E402
-from hybrid.tasks.audio_io import (audio_to_tokens, mu_law_decode, mu_law_encode, read_audio,  # noqa: E402
-                                   resample)
-from hybrid.tasks.audio_synth import piano_piece, write_pieces  # noqa: E402
-from hybrid.tasks.corpus import TokenCorpus, sample_windows  # noqa: E402
-from hybrid.tasks.corpus_datamodule import CorpusDataModule  # noqa: E402
+from hybrid.tasks.audio import AudioConfig, list_audio_files
+from hybrid.tasks.audio_io import audio_to_tokens, mu_law_decode, mu_law_encode, read_audio, resample
+from hybrid.tasks.audio_synth import piano_piece, write_pieces
+from hybrid.tasks.corpus import TokenCorpus, sample_windows
+from hybrid.tasks.corpus_datamodule import CorpusDataModule
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import torch
 
 pytest.importorskip("datasets")
 
-from hybrid.tasks.corpus_datamodule import CorpusDataModule  # noqa: E402
-from hybrid.tasks.text import TextConfig, expand_paths, stdlib_files  # noqa: E402
+from hybrid.tasks.corpus_datamodule import CorpusDataModule
+from hybrid.tasks.text import TextConfig, expand_paths, stdlib_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
