@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from hybrid.tasks.audio_io import audio_to_tokens, read_audio, resample_ratio
+from hybrid.tasks.audio_io import audio_to_tokens, check_rate, read_audio, resample_ratio
 from hybrid.tasks.corpus import CorpusConfig, file_fingerprint, key_hash, quiet_datasets
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class AudioConfig(CorpusConfig):
             raise ValueError("AudioConfig.source='folder' needs data_dir (a folder of WAV/FLAC files)")
         if self.normalize not in ("peak", "none"):
             raise ValueError(f"AudioConfig.normalize={self.normalize!r}; allowed: peak, none")
-        resample_ratio(44100, self.sample_rate)  # a bad target rate fails before any file is read
+        check_rate("AudioConfig.sample_rate", self.sample_rate)  # reachability is checked per file
         super().validate()
 
     def describe_source(self) -> str:

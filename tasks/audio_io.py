@@ -38,7 +38,7 @@ def mu_law_decode(q: torch.Tensor, mu: int = MU) -> torch.Tensor:
     return x.to(torch.float32)
 
 
-def _check_rate(name: str, rate) -> int:
+def check_rate(name: str, rate) -> int:
     if isinstance(rate, bool) or int(rate) != rate or int(rate) <= 0:
         raise ValueError(f"{name}={rate!r}; must be a positive whole number of Hz")
     return int(rate)
@@ -47,7 +47,7 @@ def _check_rate(name: str, rate) -> int:
 def resample_ratio(orig: int, new: int) -> tuple[int, int]:
     """(up, down): new / orig in lowest terms. A ratio that needs more than MAX_PHASES filter phases is an error
     naming both rates: e.g. 44100 -> 16001 Hz would need 16001 phases."""
-    orig, new = _check_rate("orig_rate", orig), _check_rate("new_rate", new)
+    orig, new = check_rate("orig_rate", orig), check_rate("new_rate", new)
     g = math.gcd(orig, new)
     up, down = new // g, orig // g
     if up > MAX_PHASES:

@@ -79,8 +79,8 @@ def test_unreachable_sample_rate_is_an_error():
         resample(torch.zeros(10), 44100, 16001)
     with pytest.raises(ValueError, match="new_rate=0"):
         resample(torch.zeros(10), 44100, 0)
-    with pytest.raises(ValueError, match="cannot resample 44100 Hz to 16001 Hz"):
-        AudioConfig(sample_rate=16001).validate()
+    with pytest.raises(ValueError, match="AudioConfig.sample_rate=-8000; must be a positive whole number"):
+        AudioConfig(sample_rate=-8000).validate()
 
 
 # -- the generator and the folder path --------------------------------------------------------------------------
@@ -209,6 +209,12 @@ def test_file_at_an_unreachable_rate_is_an_error_naming_it(tmp_path, cache):
     sine_file(tmp_path / "odd.wav", 16001)
     with pytest.raises(ValueError, match=r"odd\.wav: cannot resample 16001 Hz to 16000 Hz"):
         AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache).validate()
+    with pytest.raises(ValueError, match=r"piece_0000\.wav: cannot resample 16000 Hz to 16001 Hz"):
+        small(cache, sample_rate=16001).validate()
+    for i in range(3):  # the same odd rate everywhere needs no resampling at all
+        sine_file(tmp_path / f"odd{i}.wav", 16001)
+    AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache, sample_rate=16001, train_length=16,
+                eval_lengths=[16], val_fraction=0.25, test_fraction=0.25).validate()
 
 
 # -- the data module ----------------------------------------------------------------------------------------------
