@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from hybrid.bench.scan import environment
 from hybrid.model import HybridLM
 
-STACKS = {"mamba": "MMMM", "attention": "AFAFAF", "hybrid": "MFAFMF"}
+STACKS = {"mamba": "MMMM", "attention": "AFAFAF", "hybrid": "MFAFMF", "demo": "MAF"}
 
 
 def steps_per_second(model, tokens, steps: int, warmup: int = 2) -> list[float]:
