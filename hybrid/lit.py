@@ -38,11 +38,14 @@ def answer_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 
 class HybridLitModule(L.LightningModule):
     """Trains a HybridLM. Metrics: train/loss, train/acc, train/aux_loss, train/expert_share_max, and per
-    evaluation set (its name from the data module, e.g. "L256"): val/loss_<name>, val/acc_<name>."""
+    evaluation set (its name from the data module, e.g. "L256"): val/loss_<name>, val/acc_<name>, and for byte-level
+    data (bytes_per_token set) val/bpb_<name>."""
 
     def __init__(self, model: HybridLM, optimizer: Callable, scheduler: Callable | None = None,
-                 aux_loss_weight: float = 0.01, eval_names: Sequence[str] = ("L",)):
+                 aux_loss_weight: float = 0.01, eval_names: Sequence[str] = ("L",),
+                 bytes_per_token: float | None = None):
         super().__init__()
+        self.bytes_per_token = bytes_per_token  # set for byte-level data (audio, text): adds val/bpb_<name>
         self.model, self.optimizer_factory, self.scheduler_factory = model, optimizer, scheduler
         self.aux_loss_weight, self.eval_names = aux_loss_weight, list(eval_names)
         self._val = defaultdict(lambda: torch.zeros(3, dtype=torch.float64))
@@ -73,6 +76,9 @@ class HybridLitModule(L.LightningModule):
             self.log(f"{split}/loss_{name}", loss_sum / max(count, 1), add_dataloader_idx=False)
             self.log(f"{split}/acc_{name}", correct / max(count, 1), add_dataloader_idx=False,
                      prog_bar=idx == 0)
+            if self.bytes_per_token:  # bits per byte: nats per token / ln 2 / bytes per token
+                bpb = loss_sum / max(count, 1) / math.log(2) / self.bytes_per_token
+                self.log(f"{split}/bpb_{name}", bpb, add_dataloader_idx=False)
         self._val.clear()
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):

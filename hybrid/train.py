@@ -80,7 +80,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.task)
     model = instantiate(cfg.model)
-    module = instantiate(cfg.lit, model=model, eval_names=datamodule.eval_names)
+    module = instantiate(cfg.lit, model=model, eval_names=datamodule.eval_names,
+                         bytes_per_token=getattr(datamodule, "bytes_per_token", None))
     config = OmegaConf.to_container(cfg, resolve=True)
     record = records.start_record(run_dir, config, model.pattern, cfg.seed)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

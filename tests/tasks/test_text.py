@@ -133,3 +133,6 @@ def test_tiny_training_run(tmp_path, cache):
     result = train(cfg)
     assert result["status"] == "completed" and result["step"] == 2
     assert all(math.isfinite(result["metrics"][f"val/loss_{n}"]) for n in ("L32", "L64"))
+    for n in ("L32", "L64"):  # one token is one byte: bits per byte = nats per token / ln 2
+        assert math.isclose(result["metrics"][f"val/bpb_{n}"], result["metrics"][f"val/loss_{n}"] / math.log(2),
+                            rel_tol=1e-5)
