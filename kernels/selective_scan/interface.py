@@ -5,11 +5,11 @@ Backends, all with mamba-ssm's signature and shapes:
   sequential  PyTorch, a loop over time through autograd (the definition)           -> reference.py
   triton      our fused Triton kernels, forward and backward                        -> triton.py
   mamba_ssm   mamba-ssm's CUDA kernel, where that package is installed              (optional)
-`auto` takes mamba_ssm on CUDA tensors where it is installed and reference everywhere else, and logs its choice
-once. It does not take triton yet: on the H100 (bench/results/scan_h100_notes.md) the Triton forward matched the
-float64 reference but its backward did not, and the fix is verified only in the interpreter so far; ask for
-backend="triton" by name to use it. It never falls back
-silently: a backend asked for by name that cannot run is an error naming what to install.
+`auto` takes triton on CUDA tensors where triton is installed (ours: deterministic gradients, any L, initial state;
+checked on the H100 against float64 up to L = 1M, bench/results/scan_h100_notes.md) and reference everywhere else,
+and logs its choice once. mamba_ssm runs only by name (it is faster at some shapes, see the notes, but its dB/dC
+gradients use atomics). It never falls back silently: a backend asked for by name that cannot run is an error
+naming what to install.
 """
 import importlib.util
 import logging
@@ -40,8 +40,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown selective-scan backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend == "auto":
-        cuda_kernel = device.type == "cuda" and importlib.util.find_spec("mamba_ssm") is not None
-        choice = "mamba_ssm" if cuda_kernel else "reference"
+        cuda_kernel = device.type == "cuda" and importlib.util.find_spec("triton") is not None
+        choice = "triton" if cuda_kernel else "reference"
         if (choice, device.type) not in _logged:
             _logged.add((choice, device.type))
             log.info("selective_scan backend=auto chose %r on %s", choice, device.type)

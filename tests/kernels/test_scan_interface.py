@@ -87,6 +87,15 @@ def test_auto_on_cpu_runs_reference_and_logs_it_once(monkeypatch, caplog):
     assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
 
 
+def test_auto_on_cuda_picks_triton_where_installed(monkeypatch):
+    monkeypatch.setattr(interface, "_logged", set())
+    real = interface.importlib.util.find_spec
+    monkeypatch.setattr(interface.importlib.util, "find_spec", lambda name: object() if name == "triton" else real(name))
+    assert resolve_backend("auto", torch.device("cuda")) == "triton"
+    monkeypatch.setattr(interface.importlib.util, "find_spec", lambda name: None if name == "triton" else real(name))
+    assert resolve_backend("auto", torch.device("cuda")) == "reference"
+
+
 @pytest.mark.parametrize("lti", [False, True], ids=["selective", "lti"])
 def test_reference_and_sequential_backends_agree_with_last_state(lti):
     x = inputs(lti=lti)

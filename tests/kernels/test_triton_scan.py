@@ -202,7 +202,10 @@ def test_strided_inputs_match_contiguous():
     kw = dict(delta_softplus=True, return_last_state=True, chunk_size=8, config=SMALL)
     y1, l1 = selective_scan_triton(**strided, **kw)
     y2, l2 = selective_scan_triton(**dense, **kw)
-    assert torch.equal(y1, y2) and torch.equal(l1, l2)
+    # compiled code may contract multiply-adds differently per stride specialisation: equal up to rounding there
+    tol = dict(rtol=0, atol=0) if INTERPRET else dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(y1, y2, **tol)
+    torch.testing.assert_close(l1, l2, **tol)
 
 
 def test_no_grad_saves_nothing_and_matches():
