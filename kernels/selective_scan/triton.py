@@ -2,11 +2,14 @@
 
     h_t = exp(delta_t A) * h_{t-1} + delta_t B_t u_t ;  y_t = <C_t, h_t> + D u_t ;  y_t *= silu(z_t)
 
-One program per (batch, block of channels) walks the sequence in chunks of T steps with the state (N x channels)
-in fp32 registers; inside a chunk the recurrence is an associative scan over time, which stays inside each thread.
-The forward saves the state every `chunk` steps ([batch, dim, n_states, N] fp32); the backward walks chunks of
-`chunk` steps in reverse, recomputes their states from that, and reverse-scans the state gradient. dB, dC (sums over
-channels) are written as per-block partials and reduced by torch in a fixed order: no atomics, bitwise repeatable.
+One program per (batch, block of channels) walks the sequence in tiles of `chunk` steps. A tile is [channels, steps]:
+the compiler lays the steps along the lanes of a warp (several consecutive steps per thread) and the channels over
+the warps, so one tile's recurrence is a time-parallel `tl.associative_scan` across the lanes, and thousands of
+independent scans are in flight. The states are visited one at a time inside a tile (an unrolled loop over N), their
+carries between tiles kept in a small [channels, N] register tile. The forward saves the state entering every tile
+([batch, dim, n_tiles, N] fp32); the backward walks the tiles in reverse, recomputes each state's scan from that and
+reverse-scans its gradient. dB, dC (sums over channels) are written as per-block partials and reduced by torch in a
+fixed order: no atomics, bitwise repeatable.
 Order in this file: tile helpers -> kernels -> launchers -> torch.library custom ops (+ autograd) -> public function.
 """
 import os
@@ -15,56 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-# Tile shapes (README "Tiles"). chunk: steps between saved states = the backward's steps per tile.
-# fwd_t: the forward's steps per tile (divides chunk). *_n_lanes: lanes of a warp along the states (the other
-# 32 / n_lanes along channels); *_d_per_thread: channels each thread holds; *_warps: warps, all along channels.
-# Channels per program = d_per_thread * warps * 32 / n_lanes. *_stages: Triton's software pipelining depth.
-# Defaults: the fastest of the H100 sweep (bench/results/scan_h100_notes.md), forward and backward timed apart.
-CONFIG = dict(chunk=8, fwd_t=4, fwd_n_lanes=2, fwd_d_per_thread=1, fwd_warps=2, fwd_stages=1,
-              bwd_n_lanes=4, bwd_d_per_thread=1, bwd_warps=2, bwd_stages=1)
+# Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
+# channels per program; *_warps: warps per program. Defaults: the fastest of the H100 sweep
+# (bench/results/scan_h100_notes.md), forward and backward timed apart.
+CONFIG = dict(chunk=256, fwd_block_d=4, fwd_warps=4, bwd_block_d=8, bwd_warps=8)
 _KEYS = tuple(CONFIG)
 LOG2E = tl.constexpr(1.4426950408889634)
-
-# ----------------------------------------------------------------------------------------------------------------
-# Tiles are 6-D: [T, D2, N2, W, N1, D1] with state n = n1 * N2 + n2 and channel d = d1 * W * D2 + w * D2 + d2.
-# The axis order steers Triton's layouts: a load whose addresses run along time (axis 0) gets T steps per thread,
-# then lanes on the next axes in order (D2: 32 / N2 lanes, N2: N2 lanes), then warps (W); N1 and D1 stay inside
-# each thread. Per-step and B/C loads are shaped like the whole tile (see _replicas), so everything computed from
-# them keeps that layout. Scans over time are then in-thread loops; a sum over states is N1 in-thread adds plus
-# log2(N2) shuffle rounds, a sum over channels D1 adds plus log2(D2) rounds plus one exchange between warps.
-# Per-step tiles (u, delta, y, ...) are [T, D2, 1, W, 1, D1], B and C [T, 1, N2, 1, N1, 1], per-channel state
-# tiles (h, A, LTI B/C) [1, D2, N2, W, N1, D1].
-AX_T, AX_D2, AX_N2, AX_W, AX_N1, AX_D1 = (tl.constexpr(i) for i in range(6))
-
-
-@triton.jit
-def _ax(n: tl.constexpr, axis: tl.constexpr):
-    """arange(0, n) along `axis` of a 6-D tile (size 1 on the other axes)"""
-    x = tl.arange(0, n)
-    if axis == 0:
-        return x[:, None, None, None, None, None]
-    elif axis == 1:
-        return x[None, :, None, None, None, None]
-    elif axis == 2:
-        return x[None, None, :, None, None, None]
-    elif axis == 3:
-        return x[None, None, None, :, None, None]
-    elif axis == 4:
-        return x[None, None, None, None, :, None]
-    else:
-        return x[None, None, None, None, None, :]
-
-
-@triton.jit
-def _sum_n(x):
-    """sum over the states: -> [T, D2, 1, W, 1, D1] (in-thread N1 first, then the N2 lanes)"""
-    return tl.sum(tl.sum(x, AX_N1, keep_dims=True), AX_N2, keep_dims=True)
-
-
-@triton.jit
-def _sum_d(x):
-    """sum over the channels: -> [T, 1, N2, 1, N1, 1] (in-thread D1, then the D2 lanes, then the warps)"""
-    return tl.sum(tl.sum(tl.sum(x, AX_D1, keep_dims=True), AX_D2, keep_dims=True), AX_W, keep_dims=True)
 
 
 @triton.jit
@@ -99,11 +58,11 @@ def _softplus(x):
 
 @triton.jit
 def _load_delta(ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    """delta tile in fp32 after bias and softplus, 0 where masked (so exp(0 * A) = 1 there), and the pre-softplus
-    value."""
+    """delta tile [BD, T] in fp32 after bias and softplus, 0 where masked (so exp(0 * A) = 1 there: padded steps
+    pass the state through), and the pre-softplus value."""
     raw = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        raw = raw + bias
+        raw = raw + bias[:, None]
     if SOFTPLUS:
         dt = _softplus(raw)
     else:
@@ -112,213 +71,209 @@ def _load_delta(ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr
 
 
 @triton.jit
-def _channels(N: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, D1: tl.constexpr, W: tl.constexpr,
-              D2: tl.constexpr, dim):
-    """state ids [1, 1, N2, 1, N1, 1], channel ids [1, D2, 1, W, 1, D1] of this program, and their masks"""
-    nn = _ax(N1, AX_N1) * N2 + _ax(N2, AX_N2)
-    dd = tl.program_id(1) * (D1 * W * D2) + _ax(D1, AX_D1) * (W * D2) + _ax(W, AX_W) * D2 + _ax(D2, AX_D2)
-    return nn, dd, nn < N, dd < dim
+def _state_row(B_ptr, row, n, dd64, s0, s1, tg, rep, mask, dmask, SEL: tl.constexpr):
+    """State n's B (or C) for the tile, fp32: selective [BD, T] (row: this batch's base pointer; `rep`, zeros
+    [BD, 1], gives the load the tile's shape, so it needs no layout conversion) or LTI [BD, 1]."""
+    if SEL:
+        return tl.load(row + n * s0 + tg[None, :] * s1 + rep, mask=mask, other=0.0).to(tl.float32)
+    else:
+        return tl.load(B_ptr + dd64 * s0 + n * s1, mask=dmask, other=0.0).to(tl.float32)[:, None]
 
 
 @triton.jit
-def _replicas(N2: tl.constexpr, W: tl.constexpr, D2: tl.constexpr):
-    """zeros [1, 1, N2, 1, 1, 1] and [1, D2, 1, W, 1, 1], and the mask of the first of the N2 replicas. The zeros,
-    added to per-step and to B/C pointers, give those loads the whole tile's lanes and warps (each lane loads its
-    own copy: one address, one transaction), so the loaded tiles need no layout conversion and set the layout of
-    what is computed from them. Per-step results are then N2 copies too; only the first is stored."""
-    n2 = _ax(N2, AX_N2)
-    return n2 * 0, _ax(W, AX_W) * 0 + _ax(D2, AX_D2) * 0, n2 == 0
+def _column(x, nn, n):
+    """column n of a [BD, NP] tile -> [BD]"""
+    return tl.sum(tl.where(nn[None, :] == n, x, 0.0), 1)
 
 
-@triton.jit(do_not_specialize=["n_one"])
+@triton.jit
+def _set_column(x, nn, n, v):
+    """x with column n replaced by v [BD]"""
+    return tl.where(nn[None, :] == n, v[:, None], x)
+
+
+@triton.jit
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
                 y_ptr, last_ptr, states_ptr,
-                L, dim, n_chunks, n_states, n_one,
+                L, dim, n_tiles,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
-                N: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, D1: tl.constexpr, W: tl.constexpr,
-                D2: tl.constexpr, T: tl.constexpr, RATIO: tl.constexpr,
+                N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                 HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
                 FAST_EXP: tl.constexpr):
-    """RATIO: tiles of T steps between saved states (states every RATIO * T steps). n_one = 1, not specialised:
-    the state buffers' step along N, so that their accesses keep the tile's layout (a known unit stride would
-    make them vectorise along N)."""
     pid_b = tl.program_id(0).to(tl.int64)
-    nn, dd, nmask, dmask = _channels(N, N1, N2, D1, W, D2, dim)
+    dd = tl.program_id(1) * BD + tl.arange(0, BD)
+    dmask = dd < dim
     dd64 = dd.to(tl.int64)
-    tt = _ax(T, AX_T)
-    s_mask = nmask & dmask  # [1, D2, N2, W, N1, D1]
-    # padded states get A = 0 and B = C = 0: they stay 0 and add nothing
-    A2 = tl.load(A_ptr + dd64 * s_a0 + nn * s_a1, mask=s_mask, other=0.0).to(tl.float32) * LOG2E
+    tt = tl.arange(0, T)
+    nn = tl.arange(0, NP)
+    chan = pid_b * dim + dd64  # [BD] row of this channel in [batch, dim, ...] buffers
+    s_mask = dmask[:, None] & (nn[None, :] < N)  # [BD, NP]
+    s_off = chan[:, None] * N + nn[None, :]
+    if HAS_H0:
+        h_all = tl.load(h0_ptr + s_off, mask=s_mask, other=0.0)
+    else:
+        h_all = tl.zeros((BD, NP), dtype=tl.float32)
     bias = tl.load(bias_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     Dv = tl.load(D_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
-    if not B_SEL:  # LTI: B [dim, N]
-        B3 = tl.load(B_ptr + dd64 * s_b0 + nn * s_b1, mask=s_mask, other=0.0).to(tl.float32)
-    if not C_SEL:
-        C3 = tl.load(C_ptr + dd64 * s_c0 + nn * s_c1, mask=s_mask, other=0.0).to(tl.float32)
-    s_off = (pid_b * dim + dd64) * N + nn * n_one  # into [batch, dim, N] fp32 buffers
-    if HAS_H0:
-        h = tl.load(h0_ptr + s_off, mask=s_mask, other=0.0)
-    else:
-        h = tl.zeros(s_mask.shape, dtype=tl.float32)
-    rep_n, rep_d, lead = _replicas(N2, W, D2)
-    u_base = u_ptr + pid_b * s_ub + dd64 * s_ud + rep_n  # [1, D2, N2, W, 1, D1] pointers
-    t_base = delta_ptr + pid_b * s_tb + dd64 * s_td + rep_n
-    z_base = z_ptr + pid_b * s_zb + dd64 * s_zd + rep_n
-    b_base = B_ptr + pid_b * s_bb + nn * s_b0 + rep_d  # [1, D2, N2, W, N1, 1]
-    c_base = C_ptr + pid_b * s_cb + nn * s_c0 + rep_d
-    y_base = y_ptr + (pid_b * dim + dd64) * L + rep_n
-    st_base = states_ptr + (pid_b * dim + dd64) * n_states * N + nn * n_one
-    first = tt == 0
-    for c in range(n_chunks):
-        if SAVE:  # noqa: SIM102 - a compile-time branch around a run-time one; the state entering every RATIO-th tile
-            if c % RATIO == 0:
-                tl.store(st_base + (c // RATIO) * N, h, mask=s_mask)
-        tg = (c * T + tt).to(tl.int64)  # [T, 1, 1, 1, 1, 1] global time index
+    rep = (dd64 * 0)[:, None]
+    u_row = u_ptr + pid_b * s_ub + dd64[:, None] * s_ud  # [BD, 1]
+    t_row = delta_ptr + pid_b * s_tb + dd64[:, None] * s_td
+    z_row = z_ptr + pid_b * s_zb + dd64[:, None] * s_zd
+    y_row = y_ptr + chan[:, None] * L
+    b_row = B_ptr + pid_b * s_bb
+    c_row = C_ptr + pid_b * s_cb
+    first = tt[None, :] == 0
+    last = tt[None, :] == T - 1
+    for c in range(n_tiles):
+        tg = c * T + tt.to(tl.int64)  # [T] global step
         tmask = tg < L
-        m2 = tmask & dmask  # [T, D2, 1, W, 1, D1]
-        tn_mask = tmask & nmask  # [T, 1, N2, 1, N1, 1]
-        dt, _ = _load_delta(t_base + tg * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_base + tg * s_ul, mask=m2, other=0.0).to(tl.float32)
-        if B_SEL:
-            B3 = tl.load(b_base + tg * s_b1, mask=tn_mask, other=0.0).to(tl.float32)
-        a = _exp2(dt * A2, FAST_EXP)  # [T, D2, N2, W, N1, D1]
-        b = (dt * u) * B3
-        b = tl.where(first, b + a * h, b)  # the carry enters at the tile's first step
-        _, hs = tl.associative_scan((a, b), 0, _fwd_combine)  # states h_t of the tile
-        if C_SEL:
-            C3 = tl.load(c_base + tg * s_c1, mask=tn_mask, other=0.0).to(tl.float32)
-        y = _sum_n(hs * C3)  # [T, D2, 1, W, 1, D1]
+        m2 = dmask[:, None] & tmask[None, :]  # [BD, T]
+        mt = tmask[None, :] & (rep == 0)  # [BD, T], the same for every channel
+        dt, _ = _load_delta(t_row + tg[None, :] * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_row + tg[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+        dt2 = dt * LOG2E  # exp(dt A) = exp2(dt2 A)
+        dtu = dt * u
         if HAS_D:
-            y += Dv * u
+            y = Dv[:, None] * u
+        else:
+            y = tl.zeros((BD, T), dtype=tl.float32)
+        for n in tl.static_range(N):
+            A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
+            Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
+            a = _exp2(dt2 * A[:, None], FAST_EXP)
+            b = dtu * Bn
+            h_in = _column(h_all, nn, n)
+            if SAVE:
+                tl.store(states_ptr + (chan * n_tiles + c) * N + n, h_in, mask=dmask)
+            b = tl.where(first, b + a * h_in[:, None], b)  # the carry enters at the tile's first step
+            _, h = tl.associative_scan((a, b), 1, _fwd_combine)
+            Cn = _state_row(C_ptr, c_row, n, dd64, s_c0, s_c1, tg, rep, mt, dmask, C_SEL)
+            y += h * Cn
+            # padded steps (t >= L) have a = 1, b = 0: the last column is the state at min(tile end, L) - 1
+            h_all = _set_column(h_all, nn, n, tl.sum(tl.where(last, h, 0.0), 1))
         if HAS_Z:
-            zz = tl.load(z_base + tg * s_zl, mask=m2, other=0.0).to(tl.float32)
+            zz = tl.load(z_row + tg[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
-        tl.store(y_base + tg, y, mask=m2 & lead)
-        # padded steps (t >= L) have a = 1, b = 0, so the last row is the state at min(tile end, L) - 1
-        h = tl.sum(tl.where(tt == T - 1, hs, 0.0), 0, keep_dims=True)
-    tl.store(last_ptr + s_off, h, mask=s_mask)
+        tl.store(y_row + tg[None, :], y, mask=m2)
+    tl.store(last_ptr + s_off, h_all, mask=s_mask)
 
 
-@triton.jit(do_not_specialize=["n_one"])
+@triton.jit
 def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dy_ptr, dlast_ptr,
                 du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-                L, dim, n_chunks, n_one,
+                L, dim, n_tiles,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
-                N: tl.constexpr, N1: tl.constexpr, N2: tl.constexpr, D1: tl.constexpr, W: tl.constexpr,
-                D2: tl.constexpr, T: tl.constexpr,
+                N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                 HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
-    nn, dd, nmask, dmask = _channels(N, N1, N2, D1, W, D2, dim)
+    dd = tl.program_id(1) * BD + tl.arange(0, BD)
+    dmask = dd < dim
     dd64 = dd.to(tl.int64)
-    tt = _ax(T, AX_T)
-    s_mask = nmask & dmask
-    A = tl.load(A_ptr + dd64 * s_a0 + nn * s_a1, mask=s_mask, other=0.0).to(tl.float32)
-    A2 = A * LOG2E
+    tt = tl.arange(0, T)
+    nn = tl.arange(0, NP)
+    chan = pid_b * dim + dd64
+    s_mask = dmask[:, None] & (nn[None, :] < N)
+    s_off = chan[:, None] * N + nn[None, :]
+    if HAS_DLAST:  # gradient of the state at the end of the current tile, flowing in from later steps
+        g_all = tl.load(dlast_ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
+    else:
+        g_all = tl.zeros((BD, NP), dtype=tl.float32)
+    dA_all = tl.zeros((BD, NP), dtype=tl.float32)
+    dB_all = tl.zeros((BD, NP), dtype=tl.float32)  # LTI only
+    dC_all = tl.zeros((BD, NP), dtype=tl.float32)  # LTI only
+    dD_acc = tl.zeros((BD,), dtype=tl.float32)
+    dbias_acc = tl.zeros((BD,), dtype=tl.float32)
     bias = tl.load(bias_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     Dv = tl.load(D_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
-    if not B_SEL:
-        B3 = tl.load(B_ptr + dd64 * s_b0 + nn * s_b1, mask=s_mask, other=0.0).to(tl.float32)
-    if not C_SEL:
-        C3 = tl.load(C_ptr + dd64 * s_c0 + nn * s_c1, mask=s_mask, other=0.0).to(tl.float32)
-    s_off = (pid_b * dim + dd64) * N + nn * n_one  # into [batch, dim, N] fp32 buffers (n_one: see _fwd_kernel)
-    if HAS_DLAST:  # gradient of the state at the end of the current chunk, flowing in from later steps
-        carry = tl.load(dlast_ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
-    else:
-        carry = tl.zeros(s_mask.shape, dtype=tl.float32)
-    dA_acc = tl.zeros(s_mask.shape, dtype=tl.float32)
-    dB_acc = tl.zeros(s_mask.shape, dtype=tl.float32)  # LTI only
-    dC_acc = tl.zeros(s_mask.shape, dtype=tl.float32)  # LTI only
-    rep_n, rep_d, lead = _replicas(N2, W, D2)
-    dmask_r = dmask & lead  # [1, D2, N2, W, 1, D1]: per-channel values, first replica
-    dD_acc = tl.zeros(dmask_r.shape, dtype=tl.float32)
-    dbias_acc = tl.zeros(dmask_r.shape, dtype=tl.float32)
-    row = (pid_b * dim + dd64) * L + rep_n  # rows of the contiguous [batch, dim, L] gradients
-    u_base = u_ptr + pid_b * s_ub + dd64 * s_ud + rep_n  # [1, D2, N2, W, 1, D1]
-    t_base = delta_ptr + pid_b * s_tb + dd64 * s_td + rep_n
-    z_base = z_ptr + pid_b * s_zb + dd64 * s_zd + rep_n
-    g_base = dy_ptr + pid_b * s_gb + dd64 * s_gd + rep_n
-    b_base = B_ptr + pid_b * s_bb + nn * s_b0 + rep_d  # [1, D2, N2, W, N1, 1]
-    c_base = C_ptr + pid_b * s_cb + nn * s_c0 + rep_d
-    st_base = states_ptr + (pid_b * dim + dd64) * n_chunks * N + nn * n_one
-    part = ((pid_b * tl.num_programs(1) + tl.program_id(1)) * N + nn) * L  # rows of the dB/dC partials
-    first = tt == 0
-    last = tt == T - 1
-    for i in range(n_chunks):
-        c = n_chunks - 1 - i
-        tg = (c * T + tt).to(tl.int64)
+    rep = (dd64 * 0)[:, None]
+    u_row = u_ptr + pid_b * s_ub + dd64[:, None] * s_ud
+    t_row = delta_ptr + pid_b * s_tb + dd64[:, None] * s_td
+    z_row = z_ptr + pid_b * s_zb + dd64[:, None] * s_zd
+    g_row = dy_ptr + pid_b * s_gb + dd64[:, None] * s_gd
+    out_row = chan[:, None] * L  # rows of the contiguous [batch, dim, L] gradients
+    b_row = B_ptr + pid_b * s_bb
+    c_row = C_ptr + pid_b * s_cb
+    part = (pid_b * tl.num_programs(1) + tl.program_id(1)) * N * L  # this block's [N, L] dB/dC partials
+    first = tt[None, :] == 0
+    last = tt[None, :] == T - 1
+    for i in range(n_tiles):
+        c = n_tiles - 1 - i
+        tg = c * T + tt.to(tl.int64)
         tmask = tg < L
-        m2 = tmask & dmask  # [T, D2, 1, W, 1, D1]
-        tn_mask = tmask & nmask  # [T, 1, N2, 1, N1, 1]
-        dt, raw = _load_delta(t_base + tg * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
-        u = tl.load(u_base + tg * s_ul, mask=m2, other=0.0).to(tl.float32)
-        dout = tl.load(g_base + tg * s_gl, mask=m2, other=0.0).to(tl.float32)
-        if B_SEL:
-            B3 = tl.load(b_base + tg * s_b1, mask=tn_mask, other=0.0).to(tl.float32)
-        if C_SEL:
-            C3 = tl.load(c_base + tg * s_c1, mask=tn_mask, other=0.0).to(tl.float32)
-        # recompute the chunk's states from the saved state entering it
-        h0 = tl.load(st_base + c * N + tt * 0, mask=s_mask, other=0.0)  # [T, ...]: the tile's layout, see _replicas
+        m2 = dmask[:, None] & tmask[None, :]
+        mt = tmask[None, :] & (rep == 0)
+        dt, raw = _load_delta(t_row + tg[None, :] * s_tl, m2, bias, HAS_BIAS, SOFTPLUS)
+        u = tl.load(u_row + tg[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
+        dout = tl.load(g_row + tg[None, :] * s_gl, mask=m2, other=0.0).to(tl.float32)
+        dt2 = dt * LOG2E
         dtu = dt * u
-        a = _exp2(dt * A2, FAST_EXP)
-        b = dtu * B3
-        _, hs = tl.associative_scan((a, tl.where(first, b + a * h0, b)), 0, _fwd_combine)
-        # output gate and skip
         if HAS_Z:
-            zz = tl.load(z_base + tg * s_zl, mask=m2, other=0.0).to(tl.float32)
+            zz = tl.load(z_row + tg[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
             sg = tl.sigmoid(zz)
-            y = _sum_n(hs * C3)
-            if HAS_D:
-                y += Dv * u
-            tl.store(dz_ptr + row + tg, dout * y * sg * (1.0 + zz * (1.0 - sg)), mask=m2 & lead)
             dy = dout * zz * sg
         else:
             dy = dout
         if HAS_D:
-            dD_acc += tl.sum(dy * u, 0, keep_dims=True)
-        if C_SEL:  # dC = sum over channels of dy_t h_t
-            tl.store(dCp_ptr + part + tg, _sum_d(dy * hs), mask=tn_mask)
+            y = Dv[:, None] * u  # the pre-gate output, for dz
+            du = Dv[:, None] * dy
         else:
-            dC_acc += tl.sum(dy * hs, 0, keep_dims=True)
-        # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}; the carry enters at the chunk's last step. (Triton lowers
-        # reverse=True with two lane-reversing shuffles per value and operand, ~14 SHFL per element here; a forward
-        # scan over tl.flip'ped tiles avoided them but gave wrong gradients on the H100, see the notes.)
-        cg = dy * C3
-        cg = tl.where(last, cg + carry, cg)
-        ones = tl.full(a.shape, 1.0, tl.float32)
-        _, _, gs = tl.associative_scan((a, ones, cg), 0, _bwd_combine, reverse=True)
-        # the first row by a masked sum: a reduce with a non-commutative combine (pick the first) is not safe
-        carry = tl.sum(tl.where(first, a * gs, 0.0), 0, keep_dims=True)
-        gah = gs * (hs - b)  # g_t a_t h_{t-1}
-        dA_acc += tl.sum(gah * dt, 0, keep_dims=True)
-        gB = _sum_n(gs * B3)  # [T, D2, 1, W, 1, D1]
-        ddt = gB * u + _sum_n(gah * A)
-        du = gB * dt
+            y = tl.zeros((BD, T), dtype=tl.float32)
+            du = tl.zeros((BD, T), dtype=tl.float32)
+        ddt = tl.zeros((BD, T), dtype=tl.float32)
+        for n in tl.static_range(N):
+            A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
+            Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
+            Cn = _state_row(C_ptr, c_row, n, dd64, s_c0, s_c1, tg, rep, mt, dmask, C_SEL)
+            # recompute the tile's states of state n from the saved state entering the tile
+            a = _exp2(dt2 * A[:, None], FAST_EXP)
+            b = dtu * Bn
+            h_in = tl.load(states_ptr + (chan * n_tiles + c) * N + n, mask=dmask, other=0.0)
+            _, h = tl.associative_scan((a, tl.where(first, b + a * h_in[:, None], b)), 1, _fwd_combine)
+            if HAS_Z:
+                y += h * Cn
+            # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}; the carry enters at the tile's last step
+            cg = dy * Cn
+            cg = tl.where(last, cg + _column(g_all, nn, n)[:, None], cg)
+            ones = tl.full((BD, T), 1.0, tl.float32)
+            _, _, g = tl.associative_scan((a, ones, cg), 1, _bwd_combine, reverse=True)
+            g_all = _set_column(g_all, nn, n, tl.sum(tl.where(first, a * g, 0.0), 1))
+            gah = g * (h - b)  # g_t a_t h_{t-1}
+            dA_all = _set_column(dA_all, nn, n, _column(dA_all, nn, n) + tl.sum(gah * dt, 1))
+            gB = g * Bn
+            ddt += gB * u + gah * A[:, None]
+            du += gB * dt
+            if B_SEL:  # dB_t = sum over channels of g_t delta_t u_t: this block's partial
+                tl.store(dBp_ptr + part + n * L + tg, tl.sum(g * dtu, 0), mask=tmask)
+            else:
+                dB_all = _set_column(dB_all, nn, n, _column(dB_all, nn, n) + tl.sum(g * dtu, 1))
+            if C_SEL:  # dC_t = sum over channels of dy_t h_t
+                tl.store(dCp_ptr + part + n * L + tg, tl.sum(dy * h, 0), mask=tmask)
+            else:
+                dC_all = _set_column(dC_all, nn, n, _column(dC_all, nn, n) + tl.sum(dy * h, 1))
+        if HAS_Z:
+            tl.store(dz_ptr + out_row + tg[None, :], dout * y * sg * (1.0 + zz * (1.0 - sg)), mask=m2)
         if HAS_D:
-            du += dy * Dv
-        if B_SEL:
-            tl.store(dBp_ptr + part + tg, _sum_d(gs * dtu), mask=tn_mask)
-        else:
-            dB_acc += tl.sum(gs * dtu, 0, keep_dims=True)
+            dD_acc += tl.sum(dy * u, 1)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(m2, ddt, 0.0)  # padded steps have a nonzero g (A) term; keep it out of dbias
-        dbias_acc += tl.sum(ddt, 0, keep_dims=True)
-        tl.store(du_ptr + row + tg, du, mask=m2 & lead)
-        tl.store(ddelta_ptr + row + tg, ddt, mask=m2 & lead)
-    tl.store(dh0_ptr + s_off, carry, mask=s_mask)
-    tl.store(dA_ptr + s_off, dA_acc, mask=s_mask)
+        dbias_acc += tl.sum(ddt, 1)
+        tl.store(du_ptr + out_row + tg[None, :], du, mask=m2)
+        tl.store(ddelta_ptr + out_row + tg[None, :], ddt, mask=m2)
+    tl.store(dh0_ptr + s_off, g_all, mask=s_mask)
+    tl.store(dA_ptr + s_off, dA_all, mask=s_mask)
     if not B_SEL:
-        tl.store(dBp_ptr + s_off, dB_acc, mask=s_mask)
+        tl.store(dBp_ptr + s_off, dB_all, mask=s_mask)
     if not C_SEL:
-        tl.store(dCp_ptr + s_off, dC_acc, mask=s_mask)
+        tl.store(dCp_ptr + s_off, dC_all, mask=s_mask)
     if HAS_D:
-        tl.store(dD_ptr + pid_b * dim + dd64 + rep_n, dD_acc, mask=dmask_r)
+        tl.store(dD_ptr + chan, dD_acc, mask=dmask)
     if HAS_BIAS:
-        tl.store(dbias_ptr + pid_b * dim + dd64 + rep_n, dbias_acc, mask=dmask_r)
+        tl.store(dbias_ptr + chan, dbias_acc, mask=dmask)
 
 
 @triton.jit
@@ -343,23 +298,6 @@ def _bc_strides(X: torch.Tensor) -> tuple[int, int, int]:
     return tuple(X.stride()) if X.dim() == 3 else (0, X.stride(0), X.stride(1))
 
 
-def _tile(N: int, n_lanes: int, d_per_thread: int, warps: int) -> dict:
-    """The 6-D tile's axis sizes (N1, N2, D1, W, D2) for N states; channels per program = D1 * W * D2."""
-    N_P = triton.next_power_of_2(N)
-    N2 = min(n_lanes, N_P)
-    return dict(N1=N_P // N2, N2=N2, D1=d_per_thread, W=warps, D2=32 // N2)
-
-
-def _block_d(t: dict) -> int:
-    return t["D1"] * t["W"] * t["D2"]
-
-
-def _f32_bc(X: torch.Tensor) -> torch.Tensor:
-    # a selective B/C in fp32: a copy 1/dim the size of u, so the kernels skip a bf16/fp16 unpack per value that each
-    # thread would otherwise repeat for its copy of the [T, N] tile
-    return X.float() if X.dim() == 3 and X.dtype != torch.float32 else X
-
-
 def _fast_exp(x: torch.Tensor) -> bool:
     # inline PTX only where the kernels are compiled for an NVIDIA GPU (not in the interpreter)
     return x.is_cuda and torch.version.hip is None and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
@@ -367,28 +305,25 @@ def _fast_exp(x: torch.Tensor) -> bool:
 
 def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, cfg):
     """Launch the forward (cfg: CONFIG's values in its key order). Returns y [batch, dim, L] (u's dtype), last state
-    [batch, dim, N] fp32 and the states entering every `chunk` steps [batch, dim, n_states, N] fp32 (empty unless
-    save_states)."""
+    [batch, dim, N] fp32 and the states entering every tile of `chunk` steps [batch, dim, n_tiles, N] fp32 (empty
+    unless save_states)."""
     c = dict(zip(_KEYS, cfg))
     batch, dim, L = u.shape
     N = A.shape[1]
-    T = min(c["fwd_t"], c["chunk"])
-    n_states = triton.cdiv(L, c["chunk"])
+    T = c["chunk"]
+    n_tiles = triton.cdiv(L, T)
     y = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
     last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
-    states = torch.empty(batch, dim, n_states if save_states else 0, N, device=u.device, dtype=torch.float32)
+    states = torch.empty(batch, dim, n_tiles if save_states else 0, N, device=u.device, dtype=torch.float32)
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     zz = z if z is not None else u  # dummy pointer when absent (never read)
-    t = _tile(N, c["fwd_n_lanes"], c["fwd_d_per_thread"], c["fwd_warps"])
-    grid = (batch, triton.cdiv(dim, _block_d(t)))
-    B, C = _f32_bc(B), _f32_bc(C)
-    _fwd_kernel[grid](
-        u, delta, A, B, C, D, zz, delta_bias, h0, y, last, states, L, dim, triton.cdiv(L, T), n_states, 1,
+    BD = c["fwd_block_d"]
+    _fwd_kernel[(batch, triton.cdiv(dim, BD))](
+        u, delta, A, B, C, D, zz, delta_bias, h0, y, last, states, L, dim, n_tiles,
         *u.stride(), *delta.stride(), *zz.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
-        N=N, **t, T=T, RATIO=c["chunk"] // T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
+        N=N, NP=triton.next_power_of_2(N), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
-        SOFTPLUS=delta_softplus, SAVE=save_states, FAST_EXP=_fast_exp(u), num_warps=t["W"],
-        num_stages=c["fwd_stages"])
+        SOFTPLUS=delta_softplus, SAVE=save_states, FAST_EXP=_fast_exp(u), num_warps=c["fwd_warps"])
     return y, last, states
 
 
@@ -400,10 +335,10 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     batch, dim, L = u.shape
     N = A.shape[1]
     T = c["chunk"]
-    n_chunks = triton.cdiv(L, T)
-    assert states.shape == (batch, dim, n_chunks, N), "saved chunk states do not match the chunk size"
-    t = _tile(N, c["bwd_n_lanes"], c["bwd_d_per_thread"], c["bwd_warps"])
-    n_blk = triton.cdiv(dim, _block_d(t))
+    n_tiles = triton.cdiv(L, T)
+    assert states.shape == (batch, dim, n_tiles, N), "saved tile states do not match the chunk size"
+    BD = c["bwd_block_d"]
+    n_blk = triton.cdiv(dim, BD)
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
     ddelta = torch.empty(batch, dim, L, device=u.device, dtype=delta.dtype)
@@ -415,19 +350,17 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
     dh0 = torch.empty(batch, dim, N, **f32)
     zz = z if z is not None else u
-    B_dtype, C_dtype = B.dtype, C.dtype
-    B, C = _f32_bc(B), _f32_bc(C)
     _bwd_kernel[(batch, n_blk)](
         u, delta, A, B, C, D, zz, delta_bias, states, dy, dlast,
-        du, ddelta, dz if z is not None else du, dA, dBp, dCp, dD, dbias, dh0, L, dim, n_chunks, 1,
+        du, ddelta, dz if z is not None else du, dA, dBp, dCp, dD, dbias, dh0, L, dim, n_tiles,
         *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
-        N=N, **t, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
+        N=N, NP=triton.next_power_of_2(N), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DLAST=dlast is not None,
-        SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=t["W"], num_stages=c["bwd_stages"])
+        SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=c["bwd_warps"])
     # fixed-order reductions of the partials (deterministic)
     dB = dBp.sum(1) if B.dim() == 3 else dBp.sum(0)  # [batch, N, L] or [dim, N]
     dC = dCp.sum(1) if C.dim() == 3 else dCp.sum(0)
-    return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B_dtype), dC.to(C_dtype),
+    return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0), dz,
             dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dh0)
 
@@ -509,15 +442,9 @@ def make_cfg(chunk_size=None, config=None) -> list[int]:
     if chunk_size is not None:
         c["chunk"] = chunk_size
     for k, v in c.items():
-        if k.endswith("_stages"):
-            if not 1 <= v <= 4:
-                raise ValueError(f"selective_scan_triton: {k}={v}; allowed: 1 to 4")
-        elif v < 1 or v & (v - 1):
+        if v < 1 or v & (v - 1):
             raise ValueError(f"selective_scan_triton: {'chunk_size' if k == 'chunk' else k}={v}; "
                              f"allowed: a power of two")
-    for k in ("fwd_n_lanes", "bwd_n_lanes"):
-        if c[k] > 32:
-            raise ValueError(f"selective_scan_triton: {k}={c[k]}; allowed: at most 32 (the lanes of a warp)")
     return [int(c[k]) for k in _KEYS]
 
 
@@ -539,7 +466,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     Args:
         u, delta, z: [batch, dim, L]. A: [dim, N]. B, C: [batch, N, L] (selective) or [dim, N] (LTI).
         D, delta_bias: [dim]. initial_state: [batch, dim, N].
-        chunk_size: steps between saved states (a power of two; CONFIG["chunk"] when None).
+        chunk_size: steps per tile = steps between saved states (a power of two; CONFIG["chunk"] when None).
         config: tile shapes, a dict with some of CONFIG's keys. Tiles change speed and rounding only.
     Returns:
         y [batch, dim, L] in u's dtype; with return_last_state, (y, last_state [batch, dim, N] fp32).

@@ -103,9 +103,8 @@ def sequential_mixed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     return (y, h) if return_last_state else y
 
 
-# small tiles for the interpreter: 8 channels per program (4 lanes on states, 8 on channels), forward tiles of 4 steps
-SMALL = dict(fwd_t=4, fwd_n_lanes=4, fwd_d_per_thread=1, fwd_warps=1, bwd_n_lanes=4, bwd_d_per_thread=1,
-             bwd_warps=1)
+# small tiles for the interpreter: 2 channels per program, one warp (the tile's steps are the chunk size)
+SMALL = dict(fwd_block_d=2, fwd_warps=1, bwd_block_d=2, bwd_warps=1)
 
 
 def check(batch, dim, L, N, dtype, chunk, config=SMALL, softplus=True, **flags):
@@ -149,19 +148,17 @@ def test_fp32_shapes(case):
     check(batch, dim, L, N, torch.float32, chunk)
 
 
-# (n_lanes, d_per_thread, warps) for both kernels, forward steps per tile: every way of splitting the tile
-TILES = {"lanes1-d1-w1": (1, 1, 1, 8), "lanes2-d2-w1": (2, 2, 1, 4), "lanes8-d1-w2": (8, 1, 2, 2),
-         "lanes16-d1-w4": (16, 1, 4, 8)}
+# (channels per program, warps, steps per tile) for both kernels: channels over warps, one per warp, several per
+# warp, fewer channels than warps (then warps share a channel's steps)
+TILES = {"d1-w1-t8": (1, 1, 8), "d4-w2-t4": (4, 2, 4), "d8-w8-t16": (8, 8, 16), "d2-w4-t32": (2, 4, 32)}
 
 
 @pytest.mark.parametrize("tile", list(TILES))
 def test_tile_shapes(tile):
-    """Every split of the tile over threads, lanes and warps computes the same scan (dim 37: several blocks for
-    the small tiles, a padded one for the large)."""
-    lanes, d1, w, fwd_t = TILES[tile]
-    cfg = dict(fwd_t=fwd_t, fwd_n_lanes=lanes, fwd_d_per_thread=d1, fwd_warps=w, bwd_n_lanes=lanes,
-               bwd_d_per_thread=d1, bwd_warps=w)
-    check(2, 37, 21, 16, torch.float32, 8, cfg)
+    """Every split of the tile over threads, lanes and warps computes the same scan (dim 37: several blocks, the
+    last one padded)."""
+    bd, w, t = TILES[tile]
+    check(2, 37, 21, 16, torch.float32, t, dict(fwd_block_d=bd, fwd_warps=w, bwd_block_d=bd, bwd_warps=w))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -226,8 +223,7 @@ def test_no_grad_saves_nothing_and_matches():
     (dict(delta=torch.randint(0, 3, (2, 5, 8))), "delta must be a floating tensor"),
     (dict(chunk_size=12), "chunk_size=12"),
     (dict(config=dict(bwd_warps=3)), "bwd_warps=3"),
-    (dict(config=dict(fwd_n_lanes=64)), "fwd_n_lanes=64"),
-    (dict(config=dict(fwd_stages=0)), "fwd_stages=0"),
+    (dict(config=dict(fwd_block_d=6)), "fwd_block_d=6"),
     (dict(config=dict(block_d=32)), "unknown config keys"),
 ])
 def test_bad_inputs(bad, match):
@@ -243,7 +239,7 @@ def test_custom_op_registration():
     """The torch.library ops pass opcheck: schema, fake (meta) impl, autograd registration."""
     inp = make_inputs(1, 3, 10, 2, torch.float32, h0=True)
     args = [inp[k] for k in NAMES]
-    cfg = make_cfg(4, dict(SMALL, fwd_t=2))
+    cfg = make_cfg(4, SMALL)
     args = [a.requires_grad_(True) if a is not None else None for a in args] + [True, True, cfg]
     torch.library.opcheck(torch.ops.hybrid.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
