@@ -149,48 +149,30 @@ def phase_mamba(log) -> dict:
 # sweep: each variant is (kernel, version, cfg); cfg is the version's own list
 
 
+# the kernels of the version before (v2: per-thread scans over channels x states, see the notes): its default and
+# its fastest forward of the H100 sweep, in its own cfg format, for --old
+OLD_VARIANTS = [("fwd", "old", (8, 4, 2, 1, 2, 1, 4, 1, 2, 1)), ("fwd", "old", (16, 4, 2, 1, 4, 1, 4, 1, 2, 1)),
+                ("bwd", "old", (8, 4, 2, 1, 2, 1, 4, 1, 2, 1))]
+
+
 def sweep_variants(has_old: bool, small: bool = False) -> list[tuple[str, str, tuple]]:
+    """(kernel, version, cfg) to time: tiles of `chunk` steps over (channels per program, warps), keeping each
+    thread's share of a [channels, steps] tile between 2 and 16 values (more spills registers)."""
     from hybrid.kernels.selective_scan.triton import make_cfg
 
-    if small:  # the likely winners only, for a short lease
-        out = [("fwd", "new", tuple(make_cfg(c, dict(fwd_t=t, fwd_n_lanes=ln, fwd_warps=w))))
-               for c, t, ln, w in itertools.product((8, 16), (4, 8), (1, 2), (1, 2, 4)) if t <= c]
-        out += [("bwd", "new", tuple(make_cfg(c, dict(bwd_n_lanes=ln, bwd_warps=w))))
-                for c, ln, w in itertools.product((8, 16), (2, 4, 8), (2, 4, 8)) if c * 16 // ln <= 64]
-        if has_old:
-            out += [("fwd", "old", (16, 32, 4, 32, 8, 1)), ("bwd", "old", (16, 32, 4, 32, 8, 1)),
-                    ("fwd", "old", (8, 32, 2, 32, 4, 1)), ("bwd", "old", (8, 32, 2, 32, 4, 1)),
-                    ("bwd", "old", (16, 16, 4, 16, 4, 1))]
-        return out
+    chunks = (128, 256) if small else (64, 128, 256, 512)
     out = []
-    for chunk in (8, 16, 32):
-        for t, lanes, d1, w in itertools.product((4, 8, 16), (1, 2, 4), (1, 2), (1, 2, 4, 8)):
-            per_thread = t * (16 // lanes) * d1
-            if t > chunk or not 32 <= per_thread <= 128 or (d1 > 1 and lanes == 1):
-                continue
-            if chunk != 16 and (t, lanes, d1) != (8, 1, 1):
-                continue
-            out.append(("fwd", "new", tuple(make_cfg(chunk, dict(fwd_t=t, fwd_n_lanes=lanes, fwd_d_per_thread=d1,
-                                                                 fwd_warps=w)))))
-        for lanes, d1, w in itertools.product((1, 2, 4, 8), (1, 2), (1, 2, 4, 8)):
-            per_thread = chunk * (16 // lanes) * d1
-            if not 16 <= per_thread <= 64:
-                continue
-            out.append(("bwd", "new", tuple(make_cfg(chunk, dict(bwd_n_lanes=lanes, bwd_d_per_thread=d1,
-                                                                 bwd_warps=w)))))
-    for stages in (2, 3):
-        out.append(("fwd", "new", tuple(make_cfg(None, dict(fwd_stages=stages)))))
-        out.append(("bwd", "new", tuple(make_cfg(None, dict(bwd_stages=stages)))))
-    if has_old:  # the earlier kernels: [chunk, fwd block_d, fwd warps, bwd block_d, bwd warps, tnd]
-        for chunk, bd, w in itertools.product((8, 16, 32), (16, 32, 64), (2, 4, 8)):
-            if 1024 <= chunk * 16 * bd <= 16384 and chunk * 16 * bd // (32 * w) <= 64:
-                out.append(("fwd", "old", (chunk, bd, w, 32, 8, 1)))
-                out.append(("bwd", "old", (chunk, 32, 4, bd, w, 1)))
-    return list(dict.fromkeys(out))
+    for chunk, bd, w in itertools.product(chunks, (1, 2, 4, 8, 16), (1, 2, 4, 8, 16)):
+        per_thread = bd * chunk // (32 * w)
+        if bd <= 8 and 2 <= per_thread <= 16 and not (small and bd < 2):
+            out.append(("fwd", "new", tuple(make_cfg(chunk, dict(fwd_block_d=bd, fwd_warps=w)))))
+        if bd >= 4 and 2 <= per_thread <= 8:  # fewer channels per program make the dB/dC partials too large
+            out.append(("bwd", "new", tuple(make_cfg(chunk, dict(bwd_block_d=bd, bwd_warps=w)))))
+    return out + (OLD_VARIANTS if has_old else [])
 
 
 def load_old(path):
-    spec = importlib.util.spec_from_file_location("scan_v1", path)
+    spec = importlib.util.spec_from_file_location("scan_old", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -272,15 +254,20 @@ def phase_sweep(log, old_path, workers, small=False) -> dict:
 
 
 def best_config(sweep: dict) -> dict:
-    """The fastest new backward of the sweep and the fastest new forward whose tile fits its chunk (the chunk, the
-    backward's tile, is also the forward's state spacing, which costs the forward little)."""
+    """The tile shapes with the fastest forward + backward: both kernels share `chunk` (the backward starts each tile
+    from the state the forward saved there), so per chunk the fastest of each, then the best chunk."""
     from hybrid.kernels.selective_scan.triton import CONFIG
     keys = list(CONFIG)
     rows = [dict(r, c=dict(zip(keys, r["cfg"]))) for r in sweep["rows"] if r["version"] == "new" and "ms" in r]
-    bwd = min((r for r in rows if r["kernel"] == "bwd"), key=lambda r: r["ms"])
-    fwd = min((r for r in rows if r["kernel"] == "fwd" and r["c"]["fwd_t"] <= bwd["c"]["chunk"]),
-              key=lambda r: r["ms"])
-    return {k: (fwd["c"][k] if k.startswith("fwd") else bwd["c"][k]) for k in keys}
+    best = {}
+    for chunk in {r["c"]["chunk"] for r in rows}:
+        fwd = [r for r in rows if r["kernel"] == "fwd" and r["c"]["chunk"] == chunk]
+        bwd = [r for r in rows if r["kernel"] == "bwd" and r["c"]["chunk"] == chunk]
+        if fwd and bwd:
+            f, b = min(fwd, key=lambda r: r["ms"]), min(bwd, key=lambda r: r["ms"])
+            best[chunk] = (f["ms"] + b["ms"], f, b)
+    _, f, b = min(best.values(), key=lambda x: x[0])
+    return {k: (f["c"][k] if k.startswith("fwd") else b["c"][k]) for k in keys}
 
 
 def main(argv=None) -> int:

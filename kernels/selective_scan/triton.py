@@ -6,7 +6,7 @@ One program per (batch, block of channels) walks the sequence in tiles of `chunk
 the compiler lays the steps along the lanes of a warp (several consecutive steps per thread) and the channels over
 the warps, so one tile's recurrence is a time-parallel `tl.associative_scan` across the lanes, and thousands of
 independent scans are in flight. The states are visited one at a time inside a tile (an unrolled loop over N), their
-carries between tiles kept in a small [channels, N] register tile. The forward saves the state entering every tile
+carries between tiles kept in registers. The forward saves the state entering every tile
 ([batch, dim, n_tiles, N] fp32); the backward walks the tiles in reverse, recomputes each state's scan from that and
 reverse-scans its gradient. dB, dC (sums over channels) are written as per-block partials and reduced by torch in a
 fixed order: no atomics, bitwise repeatable.
@@ -82,7 +82,7 @@ def _state_row(B_ptr, row, n, dd64, s0, s1, tg, rep, mask, dmask, SEL: tl.conste
 
 @triton.jit
 def _column(x, nn, n):
-    """column n of a [BD, NP] tile -> [BD]"""
+    """column n of a [BD, WS] per-state table -> [BD]"""
     return tl.sum(tl.where(nn[None, :] == n, x, 0.0), 1)
 
 
@@ -92,13 +92,18 @@ def _set_column(x, nn, n, v):
     return tl.where(nn[None, :] == n, v[:, None], x)
 
 
+# Per-state values carried between tiles (state, state gradient, dA sums) live in [BD, WS] tables, column n for state
+# n, WS = max(T, N rounded up): when WS = T a table has the tile's layout, so reading or writing a column needs no
+# layout conversion (a [BD, N] table would get its own layout and cost two shared-memory round trips per state).
+
+
 @triton.jit
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
                 y_ptr, last_ptr, states_ptr,
                 L, dim, n_tiles,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
-                N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+                N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                 HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
                 FAST_EXP: tl.constexpr):
@@ -107,14 +112,14 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
     dmask = dd < dim
     dd64 = dd.to(tl.int64)
     tt = tl.arange(0, T)
-    nn = tl.arange(0, NP)
+    nn = tl.arange(0, WS)
     chan = pid_b * dim + dd64  # [BD] row of this channel in [batch, dim, ...] buffers
-    s_mask = dmask[:, None] & (nn[None, :] < N)  # [BD, NP]
+    s_mask = dmask[:, None] & (nn[None, :] < N)  # [BD, WS]
     s_off = chan[:, None] * N + nn[None, :]
     if HAS_H0:
         h_all = tl.load(h0_ptr + s_off, mask=s_mask, other=0.0)
     else:
-        h_all = tl.zeros((BD, NP), dtype=tl.float32)
+        h_all = tl.zeros((BD, WS), dtype=tl.float32)
     bias = tl.load(bias_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
     Dv = tl.load(D_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_D else None
     rep = (dd64 * 0)[:, None]
@@ -139,14 +144,14 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
             y = Dv[:, None] * u
         else:
             y = tl.zeros((BD, T), dtype=tl.float32)
+        if SAVE:  # the states entering the tile, one store per tile
+            tl.store(states_ptr + (chan[:, None] * n_tiles + c) * N + nn[None, :], h_all, mask=s_mask)
         for n in tl.static_range(N):
             A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
             Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
             a = _exp2(dt2 * A[:, None], FAST_EXP)
             b = dtu * Bn
             h_in = _column(h_all, nn, n)
-            if SAVE:
-                tl.store(states_ptr + (chan * n_tiles + c) * N + n, h_in, mask=dmask)
             b = tl.where(first, b + a * h_in[:, None], b)  # the carry enters at the tile's first step
             _, h = tl.associative_scan((a, b), 1, _fwd_combine)
             Cn = _state_row(C_ptr, c_row, n, dd64, s_c0, s_c1, tg, rep, mt, dmask, C_SEL)
@@ -166,7 +171,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
                 L, dim, n_tiles,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
-                N: tl.constexpr, NP: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+                N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                 HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
@@ -174,17 +179,17 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     dmask = dd < dim
     dd64 = dd.to(tl.int64)
     tt = tl.arange(0, T)
-    nn = tl.arange(0, NP)
+    nn = tl.arange(0, WS)
     chan = pid_b * dim + dd64
     s_mask = dmask[:, None] & (nn[None, :] < N)
     s_off = chan[:, None] * N + nn[None, :]
     if HAS_DLAST:  # gradient of the state at the end of the current tile, flowing in from later steps
         g_all = tl.load(dlast_ptr + s_off, mask=s_mask, other=0.0).to(tl.float32)
     else:
-        g_all = tl.zeros((BD, NP), dtype=tl.float32)
-    dA_all = tl.zeros((BD, NP), dtype=tl.float32)
-    dB_all = tl.zeros((BD, NP), dtype=tl.float32)  # LTI only
-    dC_all = tl.zeros((BD, NP), dtype=tl.float32)  # LTI only
+        g_all = tl.zeros((BD, WS), dtype=tl.float32)
+    dA_all = tl.zeros((BD, WS), dtype=tl.float32)
+    dB_all = tl.zeros((BD, WS), dtype=tl.float32)  # LTI only
+    dC_all = tl.zeros((BD, WS), dtype=tl.float32)  # LTI only
     dD_acc = tl.zeros((BD,), dtype=tl.float32)
     dbias_acc = tl.zeros((BD,), dtype=tl.float32)
     bias = tl.load(bias_ptr + dd, mask=dmask, other=0.0).to(tl.float32) if HAS_BIAS else None
@@ -224,6 +229,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             y = tl.zeros((BD, T), dtype=tl.float32)
             du = tl.zeros((BD, T), dtype=tl.float32)
         ddt = tl.zeros((BD, T), dtype=tl.float32)
+        h_tile = tl.load(states_ptr + (chan[:, None] * n_tiles + c) * N + nn[None, :], mask=s_mask, other=0.0)
         for n in tl.static_range(N):
             A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
             Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
@@ -231,7 +237,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             # recompute the tile's states of state n from the saved state entering the tile
             a = _exp2(dt2 * A[:, None], FAST_EXP)
             b = dtu * Bn
-            h_in = tl.load(states_ptr + (chan * n_tiles + c) * N + n, mask=dmask, other=0.0)
+            h_in = _column(h_tile, nn, n)
             _, h = tl.associative_scan((a, tl.where(first, b + a * h_in[:, None], b)), 1, _fwd_combine)
             if HAS_Z:
                 y += h * Cn
@@ -321,7 +327,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, sav
     _fwd_kernel[(batch, triton.cdiv(dim, BD))](
         u, delta, A, B, C, D, zz, delta_bias, h0, y, last, states, L, dim, n_tiles,
         *u.stride(), *delta.stride(), *zz.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
-        N=N, NP=triton.next_power_of_2(N), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
+        N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
         SOFTPLUS=delta_softplus, SAVE=save_states, FAST_EXP=_fast_exp(u), num_warps=c["fwd_warps"])
     return y, last, states
@@ -354,7 +360,7 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
         u, delta, A, B, C, D, zz, delta_bias, states, dy, dlast,
         du, ddelta, dz if z is not None else du, dA, dBp, dCp, dD, dbias, dh0, L, dim, n_tiles,
         *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
-        N=N, NP=triton.next_power_of_2(N), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
+        N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DLAST=dlast is not None,
         SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=c["bwd_warps"])
     # fixed-order reductions of the partials (deterministic)
