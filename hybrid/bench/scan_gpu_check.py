@@ -157,16 +157,18 @@ OLD_VARIANTS = [("fwd", "old", (8, 4, 2, 1, 2, 1, 4, 1, 2, 1)), ("fwd", "old", (
 
 def sweep_variants(has_old: bool, small: bool = False) -> list[tuple[str, str, tuple]]:
     """(kernel, version, cfg) to time: tiles of `chunk` steps over (channels per program, warps), keeping each
-    thread's share of a [channels, steps] tile between 2 and 16 values (more spills registers)."""
+    thread's share of a [channels, steps] tile between 2 and 16 values (more spills registers). `small`: around the
+    winners of the last H100 sweep (one or two warps, 2 to 8 channels per program, short tiles)."""
     from hybrid.kernels.selective_scan.triton import make_cfg
 
-    chunks = (128, 256) if small else (64, 128, 256, 512)
+    chunks = (32, 64, 128) if small else (32, 64, 128, 256, 512)
     out = []
     for chunk, bd, w in itertools.product(chunks, (1, 2, 4, 8, 16), (1, 2, 4, 8, 16)):
         per_thread = bd * chunk // (32 * w)
-        if bd <= 8 and 2 <= per_thread <= 16 and not (small and bd < 2):
+        if bd <= 8 and 2 <= per_thread <= 16 and not (small and (bd < 2 or w > 4)):
             out.append(("fwd", "new", tuple(make_cfg(chunk, dict(fwd_block_d=bd, fwd_warps=w)))))
-        if bd >= 4 and 2 <= per_thread <= 8:  # fewer channels per program make the dB/dC partials too large
+        # fewer than 4 channels per program make the dB/dC partials too large
+        if bd >= 4 and 2 <= per_thread <= 16 and not (small and (bd > 8 or w > 2)):
             out.append(("bwd", "new", tuple(make_cfg(chunk, dict(bwd_block_d=bd, bwd_warps=w)))))
     return out + (OLD_VARIANTS if has_old else [])
 

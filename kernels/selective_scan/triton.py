@@ -146,12 +146,13 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
             y = tl.zeros((BD, T), dtype=tl.float32)
         if SAVE:  # the states entering the tile, one store per tile
             tl.store(states_ptr + (chan[:, None] * n_tiles + c) * N + nn[None, :], h_all, mask=s_mask)
+        h_prev = h_all  # read the carries from here, write them to h_all: the states' scans stay independent
         for n in tl.static_range(N):
             A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
             Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
             a = _exp2(dt2 * A[:, None], FAST_EXP)
             b = dtu * Bn
-            h_in = _column(h_all, nn, n)
+            h_in = _column(h_prev, nn, n)
             b = tl.where(first, b + a * h_in[:, None], b)  # the carry enters at the tile's first step
             _, h = tl.associative_scan((a, b), 1, _fwd_combine)
             Cn = _state_row(C_ptr, c_row, n, dd64, s_c0, s_c1, tg, rep, mt, dmask, C_SEL)
@@ -230,6 +231,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             du = tl.zeros((BD, T), dtype=tl.float32)
         ddt = tl.zeros((BD, T), dtype=tl.float32)
         h_tile = tl.load(states_ptr + (chan[:, None] * n_tiles + c) * N + nn[None, :], mask=s_mask, other=0.0)
+        g_prev = g_all  # as h_prev in the forward
         for n in tl.static_range(N):
             A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
             Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
@@ -243,7 +245,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
                 y += h * Cn
             # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}; the carry enters at the tile's last step
             cg = dy * Cn
-            cg = tl.where(last, cg + _column(g_all, nn, n)[:, None], cg)
+            cg = tl.where(last, cg + _column(g_prev, nn, n)[:, None], cg)
             ones = tl.full((BD, T), 1.0, tl.float32)
             _, _, g = tl.associative_scan((a, ones, cg), 1, _bwd_combine, reverse=True)
             g_all = _set_column(g_all, nn, n, tl.sum(tl.where(first, a * g, 0.0), 1))
