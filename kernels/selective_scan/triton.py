@@ -21,7 +21,7 @@ import triton.language as tl
 # Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
 # channels per program; *_warps: warps per program. Defaults: the fastest of the H100 sweep
 # (bench/results/scan_h100_notes.md), forward and backward timed apart.
-CONFIG = dict(chunk=256, fwd_block_d=4, fwd_warps=4, bwd_block_d=8, bwd_warps=8)
+CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1)
 _KEYS = tuple(CONFIG)
 LOG2E = tl.constexpr(1.4426950408889634)
 

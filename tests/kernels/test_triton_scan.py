@@ -103,8 +103,8 @@ def sequential_mixed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
     return (y, h) if return_last_state else y
 
 
-# small tiles for the interpreter: 2 channels per program, one warp (the tile's steps are the chunk size)
-SMALL = dict(fwd_block_d=2, fwd_warps=1, bwd_block_d=2, bwd_warps=1)
+# tiles for the interpreter, which runs programs one after another: 8 channels per program (few programs), 2 warps
+SMALL = dict(fwd_block_d=8, fwd_warps=2, bwd_block_d=8, bwd_warps=2)
 
 
 def check(batch, dim, L, N, dtype, chunk, config=SMALL, softplus=True, **flags):
@@ -155,10 +155,10 @@ TILES = {"d1-w1-t8": (1, 1, 8), "d4-w2-t4": (4, 2, 4), "d8-w8-t16": (8, 8, 16), 
 
 @pytest.mark.parametrize("tile", list(TILES))
 def test_tile_shapes(tile):
-    """Every split of the tile over threads, lanes and warps computes the same scan (dim 37: several blocks, the
-    last one padded)."""
+    """Every split of the tile over threads, lanes and warps computes the same scan (dim 11: several blocks, the
+    last one padded; N 5: padded states)."""
     bd, w, t = TILES[tile]
-    check(2, 37, 21, 16, torch.float32, t, dict(fwd_block_d=bd, fwd_warps=w, bwd_block_d=bd, bwd_warps=w))
+    check(2, 11, 21, 5, torch.float32, t, dict(fwd_block_d=bd, fwd_warps=w, bwd_block_d=bd, bwd_warps=w))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
