@@ -5,7 +5,6 @@
 """
 import importlib.util
 
-import torch
 import torch.nn.functional as F
 
 BACKENDS = ("auto", "sdpa", "flash_attn")
