@@ -19,14 +19,15 @@ PACKAGES = ("torch", "triton", "lightning", "hydra-core", "omegaconf", "numpy", 
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def git_state(repo: Path | None = None) -> dict:
     """{"commit": sha or None, "dirty": bool or None} of the repository holding this package."""
     repo = repo or Path(__file__).resolve().parents[1]
     def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10,
+                              check=False)
     try:
         head = git("rev-parse", "HEAD")
         if head.returncode:

@@ -33,6 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+
 from hybrid.tasks.base import TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 log = logging.getLogger(__name__)

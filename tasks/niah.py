@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hybrid.tasks.base import EvalSpec, IGNORE_INDEX, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
+from hybrid.tasks.base import IGNORE_INDEX, EvalSpec, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 QUERY = 0
 HAYSTACKS = ("kv", "random")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+
 from hybrid.tasks.corpus import CorpusConfig, file_fingerprint
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from hybrid.tasks import IGNORE_INDEX, TASKS, rng_for
-from hybrid.tasks import induction_heads, mqar, niah, selective_copying
+from hybrid.tasks import IGNORE_INDEX, TASKS, induction_heads, mqar, niah, rng_for, selective_copying
 from hybrid.tasks.induction_heads import InductionHeadsConfig
 from hybrid.tasks.mqar import MQARConfig
 from hybrid.tasks.niah import QUERY, NIAHConfig
