@@ -4,7 +4,6 @@ sweeps of hybrids are). Defaults: d_model 64, batch 64, L 64, the CPU, fp32.
 
 Writes long-format rows to bench/results/blocks_<device>.json.
 """
-import argparse
 import json
 import sys
 import time
@@ -13,20 +12,14 @@ from pathlib import Path
 import torch
 
 from hybrid.bench.scan import environment, measure
+from hybrid.bench.width_args import width_parser
 from hybrid.blocks import NAMES, build_block
 
 BLOCKS = {"M": {}, "M_lti": {"selective": False}, "A": {"n_heads": 4}, "F": {}, "E": {"n_experts": 8, "top_k": 2}}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hybrid.bench blocks", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--length", type=int, default=64)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--out", type=Path)
-    args = p.parse_args(argv)
+    args = width_parser("python -m hybrid.bench blocks", __doc__).parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     env = environment(args.device)

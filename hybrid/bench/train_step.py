@@ -4,7 +4,6 @@ Defaults: d_model 64, batch 64, L 64, vocab 64 (the demo's MQAR shape), the CPU 
 
 Writes long-format rows to bench/results/train_step_<device>.json.
 """
-import argparse
 import json
 import statistics
 import sys
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from hybrid.bench.scan import environment
+from hybrid.bench.width_args import width_parser
 from hybrid.model import HybridLM
 
 STACKS = {"mamba": "MMMM", "attention": "AFAFAF", "hybrid": "MFAFMF", "demo": "MAF"}
@@ -39,15 +39,9 @@ def steps_per_second(model, tokens, steps: int, warmup: int = 2) -> list[float]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hybrid.bench train_step", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--length", type=int, default=64)
+    p = width_parser("python -m hybrid.bench train_step", __doc__)
     p.add_argument("--vocab", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment(args.device)
