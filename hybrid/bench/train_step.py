@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--vocab", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args(argv)
+    if args.steps < 2:
+        p.error(f"--steps {args.steps}: at least 2 timed steps are needed for the p20/p80 spread")
     torch.set_num_threads(args.threads)
     env = environment(args.device)
     tokens = torch.randint(0, args.vocab, (args.batch, args.length),
@@ -53,10 +55,10 @@ def main(argv=None) -> int:
         model = HybridLM(args.vocab, args.d_model, pattern, blocks={"A": {"n_heads": 4}}).to(args.device)
         times = steps_per_second(model, tokens, args.steps)
         med = statistics.median(times)
+        quintiles = statistics.quantiles(times, n=5)
         rows.append(dict(op="train_step", provider=name, pattern=pattern, mode="fwd+bwd+adamw", x=args.length,
                          params=sum(t.numel() for t in model.parameters()), median_ms=med * 1e3,
-                         p20_ms=statistics.quantiles(times, n=5)[0] * 1e3,
-                         p80_ms=statistics.quantiles(times, n=5)[3] * 1e3, steps_per_s=1 / med,
+                         p20_ms=quintiles[0] * 1e3, p80_ms=quintiles[3] * 1e3, steps_per_s=1 / med,
                          device=env["device"], versions=env["versions"], commit=env["commit"]))
     print(f"d_model {args.d_model}, batch {args.batch}, L {args.length}, {env['device']}, {args.threads} threads, "
           f"load {env['load_avg_1m']:.1f}")
