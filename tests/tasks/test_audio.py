@@ -11,6 +11,8 @@ import torch
 pytest.importorskip("datasets")
 sf = pytest.importorskip("soundfile")
 
+from stream_resume import assert_resumes
+
 from hybrid.tasks.audio import AudioConfig, list_audio_files
 from hybrid.tasks.audio_io import audio_to_tokens, mu_law_decode, mu_law_encode, read_audio, resample
 from hybrid.tasks.audio_synth import piano_piece, write_pieces
@@ -222,19 +224,7 @@ def test_datamodule_resume_continues_the_stream(cache):
     def dm():
         return CorpusDataModule(small(cache), batch_size=3, eval_batches=2, seed=7)
 
-    k = 3
-    reference = [b for _, b in zip(range(k + 2), iter(dm().train_dataloader()))]
-    first = dm()
-    stream = iter(first.train_dataloader())
-    for _ in range(k):
-        next(stream)
-    assert first.state_dict() == {"batches_consumed": k}
-    fresh = dm()
-    fresh.load_state_dict(first.state_dict())
-    resumed = iter(fresh.train_dataloader())
-    for expected in reference[k:]:
-        got = next(resumed)
-        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    fresh, _ = assert_resumes(dm)
     assert fresh.eval_names == ["L64", "L128"] and fresh.bytes_per_token == 1.0 and fresh.vocab_size == 256
     val = [list(loader) for loader in fresh.val_dataloader()]
     assert [x.shape for x, _ in val[1]] == [(3, 128), (3, 128)]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from stream_resume import assert_resumes
 
 from hybrid.tasks import IGNORE_INDEX
 from hybrid.tasks.datamodule import TaskDataModule
@@ -66,20 +67,7 @@ def test_eval_names_and_loaders():
 
 
 def test_state_dict_resume_continues_the_stream():
-    k = 3
-    reference = [b for _, b in zip(range(k + 2), iter(small_dm().train_dataloader()))]
-    dm = small_dm()
-    stream = iter(dm.train_dataloader())
-    for _ in range(k):
-        next(stream)
-    state = dm.state_dict()
-    assert state == {"batches_consumed": k}
-    fresh = small_dm()
-    fresh.load_state_dict(state)
-    resumed = iter(fresh.train_dataloader())
-    for expected in reference[k:]:
-        got = next(resumed)
-        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+    _, reference = assert_resumes(small_dm)
     assert not torch.equal(reference[0][0], reference[1][0])
 
 
