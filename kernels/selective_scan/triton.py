@@ -206,6 +206,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     part = (pid_b * tl.num_programs(1) + tl.program_id(1)) * N * L  # this block's [N, L] dB/dC partials
     first = tt[None, :] == 0
     last = tt[None, :] == T - 1
+    ones = tl.full((BD, T), 1.0, tl.float32)  # the products' start in the reverse scan's segments
     for i in range(n_tiles):
         c = n_tiles - 1 - i
         tg = c * T + tt.to(tl.int64)
@@ -246,7 +247,6 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             # state gradient g_t = C_t dy_t + a_{t+1} g_{t+1}; the carry enters at the tile's last step
             cg = dy * Cn
             cg = tl.where(last, cg + _column(g_prev, nn, n)[:, None], cg)
-            ones = tl.full((BD, T), 1.0, tl.float32)
             _, _, g = tl.associative_scan((a, ones, cg), 1, _bwd_combine, reverse=True)
             g_all = _set_column(g_all, nn, n, tl.sum(tl.where(first, a * g, 0.0), 1))
             gah = g * (h - b)  # g_t a_t h_{t-1}
