@@ -12,8 +12,13 @@ _used: set[str] = set()
 
 
 def backends_used() -> list[str]:
-    """The attention backends that have run in this process (for run records)."""
+    """The attention backends that have run since the last reset_backends_used() (for run records)."""
     return sorted(_used)
+
+
+def reset_backends_used() -> None:
+    """Forget the backends seen so far: a run calls this when it starts, so its record lists only its own."""
+    _used.clear()
 
 
 def attention(q, k, v, causal=True, backend="auto"):
