@@ -101,7 +101,7 @@ def _set_column(x, nn, n, v):
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
                 y_ptr, last_ptr, states_ptr,
                 L, dim, n_tiles,
-                s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl,
+                s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_yb, s_yd, s_yl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
                 N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
@@ -126,7 +126,7 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
     u_row = u_ptr + pid_b * s_ub + dd64[:, None] * s_ud  # [BD, 1]
     t_row = delta_ptr + pid_b * s_tb + dd64[:, None] * s_td
     z_row = z_ptr + pid_b * s_zb + dd64[:, None] * s_zd
-    y_row = y_ptr + chan[:, None] * L
+    y_row = y_ptr + pid_b * s_yb + dd64[:, None] * s_yd  # y in u's layout
     b_row = B_ptr + pid_b * s_bb
     c_row = C_ptr + pid_b * s_cb
     first = tt[None, :] == 0
@@ -162,7 +162,7 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
         if HAS_Z:
             zz = tl.load(z_row + tg[None, :] * s_zl, mask=m2, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
-        tl.store(y_row + tg[None, :], y, mask=m2)
+        tl.store(y_row + tg[None, :] * s_yl, y, mask=m2)
     tl.store(last_ptr + s_off, h_all, mask=s_mask)
 
 
@@ -170,7 +170,7 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
 def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dy_ptr, dlast_ptr,
                 du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr, dh0_ptr,
                 L, dim, n_tiles,
-                s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl,
+                s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ob, s_od, s_ol,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
                 N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
@@ -200,7 +200,7 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     t_row = delta_ptr + pid_b * s_tb + dd64[:, None] * s_td
     z_row = z_ptr + pid_b * s_zb + dd64[:, None] * s_zd
     g_row = dy_ptr + pid_b * s_gb + dd64[:, None] * s_gd
-    out_row = chan[:, None] * L  # rows of the contiguous [batch, dim, L] gradients
+    out_row = pid_b * s_ob + dd64[:, None] * s_od  # du, ddelta, dz: [batch, dim, L] in u's layout
     b_row = B_ptr + pid_b * s_bb
     c_row = C_ptr + pid_b * s_cb
     part = (pid_b * tl.num_programs(1) + tl.program_id(1)) * N * L  # this block's [N, L] dB/dC partials
@@ -263,15 +263,15 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             else:
                 dC_all = _set_column(dC_all, nn, n, _column(dC_all, nn, n) + tl.sum(dy * h, 1))
         if HAS_Z:
-            tl.store(dz_ptr + out_row + tg[None, :], dout * y * sg * (1.0 + zz * (1.0 - sg)), mask=m2)
+            tl.store(dz_ptr + out_row + tg[None, :] * s_ol, dout * y * sg * (1.0 + zz * (1.0 - sg)), mask=m2)
         if HAS_D:
             dD_acc += tl.sum(dy * u, 1)
         if SOFTPLUS:
             ddt = ddt * tl.sigmoid(raw)
         ddt = tl.where(m2, ddt, 0.0)  # padded steps have a nonzero g (A) term; keep it out of dbias
         dbias_acc += tl.sum(ddt, 1)
-        tl.store(du_ptr + out_row + tg[None, :], du, mask=m2)
-        tl.store(ddelta_ptr + out_row + tg[None, :], ddt, mask=m2)
+        tl.store(du_ptr + out_row + tg[None, :] * s_ol, du, mask=m2)
+        tl.store(ddelta_ptr + out_row + tg[None, :] * s_ol, ddt, mask=m2)
     tl.store(dh0_ptr + s_off, g_all, mask=s_mask)
     tl.store(dA_ptr + s_off, dA_all, mask=s_mask)
     if not B_SEL:
@@ -282,6 +282,31 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
         tl.store(dD_ptr + chan, dD_acc, mask=dmask)
     if HAS_BIAS:
         tl.store(dbias_ptr + chan, dbias_acc, mask=dmask)
+
+
+@triton.jit
+def _sum_partials_kernel(p_ptr, out_ptr, n_part, L, NL, s_ob, s_on, s_ol, BLOCK: tl.constexpr):
+    """out[b, n, t] = sum over k in order of p[b, k, n, t] (p: contiguous [batch, n_part, N, L] fp32; out in its
+    own dtype and strides): the fixed-order reduction of the dB/dC partials, with no fp32 [batch, N, L] copy."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < NL
+    src = p_ptr + pid_b * n_part * NL + j
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for k in range(n_part):
+        acc += tl.load(src + k * NL, mask=mask, other=0.0)
+    n, t = j // L, j % L
+    tl.store(out_ptr + pid_b * s_ob + n * s_on + t * s_ol, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _sum_partials(p: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """p: [batch, n_part, N, L] fp32 partials -> [batch, N, L] summed over n_part in order, in `like`'s dtype and
+    layout."""
+    batch, n_part, N, L = p.shape
+    out = torch.empty_like(like, memory_format=torch.preserve_format)
+    BLOCK = 1024
+    _sum_partials_kernel[(batch, triton.cdiv(N * L, BLOCK))](p, out, n_part, L, N * L, *out.stride(), BLOCK=BLOCK)
+    return out
 
 
 @triton.jit
@@ -306,6 +331,12 @@ def _bc_strides(X: torch.Tensor) -> tuple[int, int, int]:
     return tuple(X.stride()) if X.dim() == 3 else (0, X.stride(0), X.stride(1))
 
 
+def _like_u(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An empty [batch, dim, L] tensor in u's memory layout (steps contiguous when u's are, as the Mamba block makes
+    them), so outputs and gradients are written in the layout the caller reads next, with no copy."""
+    return torch.empty_like(u, dtype=dtype, memory_format=torch.preserve_format)
+
+
 def _fast_exp(x: torch.Tensor) -> bool:
     # inline PTX only where the kernels are compiled for an NVIDIA GPU (not in the interpreter)
     return x.is_cuda and torch.version.hip is None and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
@@ -320,7 +351,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, sav
     N = A.shape[1]
     T = c["chunk"]
     n_tiles = triton.cdiv(L, T)
-    y = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
+    y = _like_u(u, u.dtype)
     last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
     states = torch.empty(batch, dim, n_tiles if save_states else 0, N, device=u.device, dtype=torch.float32)
     h0 = initial_state.float().contiguous() if initial_state is not None else None
@@ -328,7 +359,7 @@ def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, sav
     BD = c["fwd_block_d"]
     _fwd_kernel[(batch, triton.cdiv(dim, BD))](
         u, delta, A, B, C, D, zz, delta_bias, h0, y, last, states, L, dim, n_tiles,
-        *u.stride(), *delta.stride(), *zz.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
+        *u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
         N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
         SOFTPLUS=delta_softplus, SAVE=save_states, FAST_EXP=_fast_exp(u), num_warps=c["fwd_warps"])
@@ -348,9 +379,9 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     BD = c["bwd_block_d"]
     n_blk = triton.cdiv(dim, BD)
     f32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.empty(batch, dim, L, device=u.device, dtype=u.dtype)
-    ddelta = torch.empty(batch, dim, L, device=u.device, dtype=delta.dtype)
-    dz = torch.empty(batch, dim, L, device=u.device, dtype=z.dtype) if z is not None else u.new_empty(0)
+    du = _like_u(u, u.dtype)
+    ddelta = _like_u(u, delta.dtype)
+    dz = _like_u(u, z.dtype) if z is not None else u.new_empty(0)
     dA = torch.empty(batch, dim, N, **f32)  # per-batch partials
     dBp = torch.empty(batch, n_blk, N, L, **f32) if B.dim() == 3 else torch.empty(batch, dim, N, **f32)
     dCp = torch.empty(batch, n_blk, N, L, **f32) if C.dim() == 3 else torch.empty(batch, dim, N, **f32)
@@ -361,14 +392,14 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     _bwd_kernel[(batch, n_blk)](
         u, delta, A, B, C, D, zz, delta_bias, states, dy, dlast,
         du, ddelta, dz if z is not None else du, dA, dBp, dCp, dD, dbias, dh0, L, dim, n_tiles,
-        *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
+        *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *du.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
         N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DLAST=dlast is not None,
         SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=c["bwd_warps"])
     # fixed-order reductions of the partials (deterministic)
-    dB = dBp.sum(1) if B.dim() == 3 else dBp.sum(0)  # [batch, N, L] or [dim, N]
-    dC = dCp.sum(1) if C.dim() == 3 else dCp.sum(0)
-    return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+    dB = _sum_partials(dBp, B) if B.dim() == 3 else dBp.sum(0).to(B.dtype)  # [batch, N, L] or [dim, N]
+    dC = _sum_partials(dCp, C) if C.dim() == 3 else dCp.sum(0).to(C.dtype)
+    return (du, ddelta, dA.sum(0).to(A.dtype), dB, dC,
             dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0), dz,
             dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dh0)
 
@@ -391,7 +422,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_s
     batch, dim, L = u.shape
     N = A.shape[1]
     n_states = (L + cfg[0] - 1) // cfg[0] if save_states else 0
-    return (u.new_empty(batch, dim, L), u.new_empty(batch, dim, N, dtype=torch.float32),
+    return (torch.empty_like(u), u.new_empty(batch, dim, N, dtype=torch.float32),
             u.new_empty(batch, dim, n_states, N, dtype=torch.float32))
 
 
@@ -406,9 +437,9 @@ def _bwd_op(dy: Tensor, dlast: Tensor | None, u: Tensor, delta: Tensor, A: Tenso
 def _(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, cfg):
     batch, dim, _ = u.shape
     N = A.shape[1]
-    return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
+    return [torch.empty_like(u), torch.empty_like(u, dtype=delta.dtype), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), torch.empty_like(D) if D is not None else u.new_empty(0),
-            torch.empty_like(z) if z is not None else u.new_empty(0),
+            torch.empty_like(u, dtype=z.dtype) if z is not None else u.new_empty(0),
             torch.empty_like(delta_bias) if delta_bias is not None else u.new_empty(0),
             u.new_empty(batch, dim, N, dtype=torch.float32)]
 

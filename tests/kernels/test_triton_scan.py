@@ -107,8 +107,11 @@ def sequential_mixed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
 SMALL = dict(fwd_block_d=8, fwd_warps=2, bwd_block_d=8, bwd_warps=2)
 
 
-def check(batch, dim, L, N, dtype, chunk, config=SMALL, softplus=True, **flags):
+def check(batch, dim, L, N, dtype, chunk, config=SMALL, softplus=True, layout=None, **flags):
     inp = make_inputs(batch, dim, L, N, dtype, **flags)
+    if layout is not None:  # the same values in another memory layout (u, delta, z, selective B and C)
+        inp = {k: (layout(v) if v is not None and v.dim() == 3 and k != "initial_state" else v)
+               for k, v in inp.items()}
     if not softplus:  # the step sizes must be positive without softplus, or the recurrence grows
         inp["delta"] = inp["delta"].abs()
     gen = torch.Generator().manual_seed(1)
@@ -119,6 +122,7 @@ def check(batch, dim, L, N, dtype, chunk, config=SMALL, softplus=True, **flags):
     ref = selective_scan_sequential if inp["B"].dim() == inp["C"].dim() else sequential_mixed
     y64, last64, grads64 = run(ref, inp64, gy.double(), glast.double(), softplus)
     assert y.dtype == dtype and last.dtype == torch.float32
+    assert y.stride() == inp["u"].stride(), "y is written in u's layout"
     tol = TOL[dtype]
     errs = {"y": rel(y, y64), "last_state": rel(last, last64)}
     errs.update({"d" + k: rel(grads[k], grads64[k]) for k in grads})
@@ -203,6 +207,23 @@ def test_strided_inputs_match_contiguous():
     tol = dict(rtol=0, atol=0) if INTERPRET else dict(rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(y1, y2, **tol)
     torch.testing.assert_close(l1, l2, **tol)
+
+
+# memory layouts of [batch, dim, L] (and [batch, N, L]) tensors: views of [batch, L, dim] memory (channels last, what
+# a Linear makes) and of [dim, batch, L] memory (feature-major, what the Mamba block makes: steps contiguous)
+LAYOUTS = {"channels_last": lambda t: t.transpose(1, 2).contiguous().transpose(1, 2),
+           "feature_major": lambda t: t.transpose(0, 1).contiguous().transpose(0, 1)}
+
+
+@pytest.mark.parametrize("L", [1, 63, 300])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layouts(layout, L):
+    """Every output and gradient against float64 when the inputs are strided views (dim 5, N 3: padded blocks and
+    states); outputs and the u, delta, z gradients come back in u's layout."""
+    grads = check(2, 5, L, 3, torch.float32, 16, layout=LAYOUTS[layout])
+    u_stride = LAYOUTS[layout](torch.empty(2, 5, L)).stride()
+    for k in ("u", "delta", "z"):
+        assert grads[k].stride() == u_stride, k
 
 
 def test_no_grad_saves_nothing_and_matches():
