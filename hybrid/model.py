@@ -8,6 +8,7 @@ from torch import nn
 
 from hybrid import layout as layouts
 from hybrid.blocks import build_block
+from hybrid.inference import InferenceCache
 
 
 class HybridOutput(NamedTuple):
@@ -93,18 +94,55 @@ class HybridLM(nn.Module):
             if bias is not None and not getattr(bias, "_no_generic_init", False):
                 nn.init.zeros_(bias)
 
-    def forward(self, tokens: torch.Tensor) -> HybridOutput:
+    def forward(self, tokens: torch.Tensor, cache: InferenceCache | None = None) -> HybridOutput:
+        """tokens [batch, L] -> HybridOutput. With a cache (allocate_inference_cache), tokens continue the sequence
+        the cache holds (prefill on the parallel kernels; call again for the next chunk) and the cache advances."""
         x = self.embedding(tokens)  # [batch, L, d_model]
         if self.residual_in_fp32:
             x = x.float()
         aux_loss = x.new_zeros((), dtype=torch.float32)
         counts = {}
         for i, layer in enumerate(self.layers):
-            x, aux = layer(x)
+            x, aux = layer(x) if cache is None else layer(x, cache=cache.layers[i])
             if aux:
                 aux_loss = aux_loss + aux["moe_aux_loss"]
                 counts[i] = aux["expert_counts"]
+        if cache is not None:
+            cache.seqlen += tokens.shape[1]
         return HybridOutput(self.lm_head(self.norm(x.to(self.norm.weight.dtype))), aux_loss, counts)
+
+    # ------------------------------------------------------------------ inference (hybrid/inference.py)
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, device=None) -> InferenceCache:
+        """Zeroed caches for `batch_size` sequences of up to `max_seqlen` tokens: Mamba conv/SSM states (constant
+        size), attention KV caches (max_seqlen long), None for F and E. dtype: of conv states and KV (default:
+        the weights'); SSM states are fp32."""
+        layers = [layer.allocate_inference_cache(batch_size, max_seqlen, dtype=dtype, device=device)
+                  for layer in self.layers]
+        return InferenceCache(layers, batch_size, max_seqlen)
+
+    def step(self, tokens: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """One token per sequence, tokens [batch] int64 -> logits [batch, vocab]; the cache advances in place."""
+        x = self.embedding(tokens)  # [batch, d_model]
+        if self.residual_in_fp32:
+            x = x.float()
+        for layer, layer_cache in zip(self.layers, cache.layers):
+            x = layer.step(x, layer_cache)
+        cache.seqlen += 1
+        return self.lm_head(self.norm(x.to(self.norm.weight.dtype)))
+
+    def generate(self, tokens, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, eos_token_id: int | None = None, seed: int | None = None,
+                 lengths=None, pad_token_id: int | None = None, cuda_graph: bool | None = None) -> torch.Tensor:
+        """Prompts -> prompts + up to `max_new_tokens` sampled tokens, [batch, max_len + max_new_tokens].
+
+        tokens: [batch, L] int64, or a list of prompts of different lengths (or a right-padded tensor with
+        `lengths` [batch]). temperature 0 is greedy; top_k / top_p filter before sampling; seed makes sampling
+        reproducible; a row stops at eos_token_id and is padded after it (pad_token_id, else eos, else 0); rows of
+        shorter prompts are padded after their own max_new_tokens. cuda_graph: capture the step in a CUDA graph
+        (default: on CUDA). See hybrid/inference.py."""
+        from hybrid.inference import generate
+        return generate(self, tokens, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed, lengths,
+                        pad_token_id, cuda_graph)
 
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token at `seq_len` (multiply-add = 2): every block plus the LM head."""

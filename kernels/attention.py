@@ -5,6 +5,7 @@
 """
 import importlib.util
 
+import torch
 import torch.nn.functional as F
 
 BACKENDS = ("auto", "sdpa", "flash_attn")
@@ -25,7 +26,9 @@ def attention(q, k, v, causal=True, backend="auto"):
     """Multi-head attention with grouped-query heads.
 
     Args:
-        q: [batch, n_heads, L, head_dim]; k, v: [batch, n_kv_heads, L, head_dim], n_heads % n_kv_heads == 0.
+        q: [batch, n_heads, Lq, head_dim]; k, v: [batch, n_kv_heads, Lk, head_dim], n_heads % n_kv_heads == 0.
+            Lk > Lq (a chunk continuing a KV cache): causal aligns the queries to the last Lq keys, i.e. query i
+            sees keys 0..Lk - Lq + i.
     Returns:
         [batch, n_heads, L, head_dim] in q's dtype.
     """
@@ -43,4 +46,33 @@ def attention(q, k, v, causal=True, backend="auto"):
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
         return out.transpose(1, 2)
     _used.add("sdpa")
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1])
+    Lq, Lk = q.shape[2], k.shape[2]
+    mask = None
+    if causal and Lk != Lq:  # SDPA's is_causal aligns top-left; a cached prefix needs bottom-right
+        mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril(Lk - Lq)
+        causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                          enable_gqa=k.shape[1] != q.shape[1])
+
+
+def attention_decode(q, k_cache, v_cache, length):
+    """One query per sequence against a preallocated KV cache, grouped-query heads kept grouped (K and V are
+    never repeated per query head). Static shapes and no host sync, so a CUDA graph can capture it.
+
+    Args:
+        q: [batch, n_heads, head_dim]; k_cache, v_cache: [batch, n_kv_heads, max_seqlen, head_dim];
+        length: int64 scalar tensor, the number of valid cache entries (the query's own key included).
+    Returns:
+        [batch, n_heads, head_dim] in q's dtype.
+    """
+    batch, n_heads, head_dim = q.shape
+    n_kv, max_seqlen = k_cache.shape[1], k_cache.shape[2]
+    if n_heads % n_kv:
+        raise ValueError(f"n_heads={n_heads} is not a multiple of n_kv_heads={n_kv}")
+    _used.add("decode")
+    qg = q.view(batch, n_kv, n_heads // n_kv, head_dim).to(k_cache.dtype)  # [batch, kv, group, head_dim]
+    scores = (qg @ k_cache.transpose(-1, -2)).float() * head_dim ** -0.5  # [batch, kv, group, max_seqlen]
+    valid = torch.arange(max_seqlen, device=q.device) < length
+    probs = scores.masked_fill(~valid, float("-inf")).softmax(-1)  # softmax in fp32
+    out = probs.to(v_cache.dtype) @ v_cache  # [batch, kv, group, head_dim]
+    return out.reshape(batch, n_heads, head_dim).to(q.dtype)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybrid.blocks import mamba_inference
 from hybrid.kernels.selective_scan import selective_scan
 
 
@@ -81,7 +82,17 @@ class Mamba(nn.Module):
             nn.init.normal_(self.B, std=self.d_state ** -0.5)
             nn.init.normal_(self.C, std=self.d_state ** -0.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, device=None):
+        """Zero conv and SSM states (mamba_inference.MambaCache); their size does not depend on max_seqlen."""
+        return mamba_inference.allocate(self, batch_size, dtype, device)
+
+    def step(self, x: torch.Tensor, cache) -> torch.Tensor:
+        """One token x [batch, d_model] -> [batch, d_model]; the cache advances in place."""
+        return mamba_inference.step(self, x, cache)
+
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        if cache is not None:  # prefill: continue the sequence the cache holds (mamba_inference.py)
+            return mamba_inference.prefill(self, x, cache)
         batch, L, _ = x.shape
         xz = self.in_proj(x).transpose(1, 2)  # [batch, 2 * d_inner, L] ([batch, d_inner, L] without the gate)
         u, z = xz.chunk(2, dim=1) if self.gate else (xz, None)  # each [batch, d_inner, L]

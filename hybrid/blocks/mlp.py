@@ -24,8 +24,15 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden, d_model, bias=bias)
         self.down_proj.is_residual_out = True  # scaled at init (model.init_weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, device=None) -> None:
+        return None  # stateless: each token on its own
+
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+    def step(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        """One token x [batch, d_model] -> [batch, d_model]."""
+        return self(x)
 
     def flops_per_token(self, seq_len: int) -> int:
         return 2 * 3 * self.gate_proj.in_features * self.gate_proj.out_features

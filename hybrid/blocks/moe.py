@@ -24,7 +24,14 @@ class MoE(nn.Module):
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.experts = nn.ModuleList(SwiGLU(d_model, d_hidden, bias=bias) for _ in range(n_experts))
 
-    def forward(self, x: torch.Tensor):
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, device=None) -> None:
+        return None  # stateless: each token routed on its own
+
+    def step(self, x: torch.Tensor, cache=None):
+        """One token x [batch, d_model] -> (y [batch, d_model], aux) as forward."""
+        return self(x)
+
+    def forward(self, x: torch.Tensor, cache=None):
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [T, d_model], T = batch * L
         probs = F.softmax(self.router(x).float(), dim=-1)  # [T, n_experts], fp32 for a stable softmax

@@ -15,13 +15,26 @@ class ResidualBlock(nn.Module):
         self.norm = nn.RMSNorm(d_model, eps=norm_eps)
         self.mixer = mixer
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, device=None):
+        """The mixer's cache (None for stateless mixers)."""
+        return self.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor, cache=None) -> tuple[torch.Tensor, dict]:
+        """With a cache, x continues the sequence the cache holds (the mixer updates it in place)."""
         # the stream may be fp32 under bf16 weights (HybridLM residual_in_fp32): normalise in the weights' dtype
-        out = self.mixer(self.norm(x.to(self.norm.weight.dtype)))
+        h = self.norm(x.to(self.norm.weight.dtype))
+        out = self.mixer(h) if cache is None else self.mixer(h, cache=cache)
         aux = {}
         if isinstance(out, tuple):
             out, aux = out
         return x + out, aux
+
+    def step(self, x: torch.Tensor, cache) -> torch.Tensor:
+        """One token x [batch, d_model] -> [batch, d_model]; the mixer's cache advances in place."""
+        out = self.mixer.step(self.norm(x.to(self.norm.weight.dtype)), cache)
+        if isinstance(out, tuple):
+            out = out[0]
+        return x + out
 
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token (a multiply-add counts 2), the norm's few ops left out."""

@@ -1,0 +1,101 @@
+"""The Mamba-1 mixer's recurrent inference path: its cache, the cached prefill and the one-token step.
+
+Kept apart from the training forward (mamba.py) so that the two can change independently; both read the same
+parameters. The state after t tokens is everything the mixer needs to continue, whatever t is:
+
+    conv_state [batch, d_inner, d_conv]   the last d_conv inputs of the causal conv (zeros before the start)
+    ssm_state  [batch, d_inner, N] fp32   h_t of the selective scan
+
+Prefill runs the parallel kernels (the conv over [conv_state history | x], the scan with `initial_state` and
+`return_last_state`), so a prompt of any length costs one parallel pass; a step costs O(1) in the sequence length.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hybrid.kernels.selective_scan import resolve_backend, selective_scan
+
+
+@dataclass
+class MambaCache:
+    """conv_state [batch, d_inner, d_conv] (the weights' dtype); ssm_state [batch, d_inner, N] fp32."""
+    conv_state: torch.Tensor
+    ssm_state: torch.Tensor
+
+    def reset(self) -> None:
+        self.conv_state.zero_()
+        self.ssm_state.zero_()
+
+
+def allocate(mixer, batch_size: int, dtype=None, device=None) -> MambaCache:
+    """Zero states for `batch_size` sequences, on the mixer's device and in its weights' dtype by default."""
+    weight = mixer.in_proj.weight
+    dtype, device = dtype or weight.dtype, device or weight.device
+    return MambaCache(conv_state=torch.zeros(batch_size, mixer.d_inner, mixer.d_conv, dtype=dtype, device=device),
+                      ssm_state=torch.zeros(batch_size, mixer.d_inner, mixer.d_state, dtype=torch.float32,
+                                            device=device))
+
+
+def ssm_inputs(mixer, u: torch.Tensor):
+    """The scan's inputs from the conv's output u [batch, d_inner, L] (as the training forward makes them):
+    delta [batch, d_inner, L] (before bias and softplus), A [d_inner, N] fp32, B and C [batch, N, L]
+    (selective) or [d_inner, N] (LTI), delta_bias [d_inner] fp32."""
+    batch, _, L = u.shape
+    A = -torch.exp(mixer.A_log.float())
+    if not mixer.selective:
+        return u.new_zeros(batch, mixer.d_inner, L), A, mixer.B, mixer.C, mixer.dt_bias.float()
+    dt, B, C = mixer.x_proj(u.transpose(1, 2)).split([mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    if mixer.dt_bc_norm:
+        dt, B, C = mixer.dt_layernorm(dt), mixer.b_layernorm(B), mixer.c_layernorm(C)
+    delta = (dt @ mixer.dt_proj.weight.T).transpose(1, 2)
+    return delta, A, B.transpose(1, 2), C.transpose(1, 2), mixer.dt_proj.bias.float()
+
+
+def _split_gate(mixer, xz: torch.Tensor):
+    """in_proj's output split on its first feature axis into (u, z); z is None without the gate."""
+    return xz.chunk(2, dim=1) if mixer.gate else (xz, None)
+
+
+def prefill(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
+    """x [batch, L, d_model] continuing the sequence `cache` holds -> [batch, L, d_model]; cache updated in place."""
+    u, z = _split_gate(mixer, mixer.in_proj(x).transpose(1, 2))  # each [batch, d_inner, L]
+    history = torch.cat([cache.conv_state[..., 1:].to(u.dtype), u], dim=-1)  # [batch, d_inner, d_conv - 1 + L]
+    cache.conv_state.copy_(history[..., -mixer.d_conv:])
+    conv = mixer.conv1d
+    u = F.silu(F.conv1d(history, conv.weight, conv.bias, groups=mixer.d_inner))  # [batch, d_inner, L]
+    delta, A, B, C, delta_bias = ssm_inputs(mixer, u)
+    backend = mixer.scan_backend
+    if resolve_backend(backend, u.device) == "mamba_ssm":  # its kernel takes no initial state
+        backend = "auto"
+    y, last = selective_scan(u, delta, A, B, C, D=mixer.D.float(), z=z, delta_bias=delta_bias,
+                             delta_softplus=True, return_last_state=True, initial_state=cache.ssm_state,
+                             backend=backend)
+    cache.ssm_state.copy_(last)
+    return mixer.out_proj(y.transpose(1, 2))
+
+
+def step(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
+    """One token x [batch, d_model] -> [batch, d_model]; the conv and SSM states advance in place.
+
+    The recurrence in fp32: h = exp(dt A) h + dt B u ; y = C.h + D u ; y *= silu(z)."""
+    u, z = _split_gate(mixer, mixer.in_proj(x))  # each [batch, d_inner]
+    conv_state = cache.conv_state
+    conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+    conv_state[:, :, -1] = u
+    conv = mixer.conv1d
+    u = (conv_state * conv.weight[:, 0, :]).sum(-1)
+    if conv.bias is not None:
+        u = u + conv.bias
+    u = F.silu(u)  # [batch, d_inner]
+    delta, A, B, C, delta_bias = ssm_inputs(mixer, u[..., None])
+    dt = F.softplus(delta[..., 0].float() + delta_bias)  # [batch, d_inner]
+    if B.dim() == 3:  # selective: [batch, N, 1] -> [batch, 1, N]
+        B, C = B.transpose(1, 2), C.transpose(1, 2)
+    uf = u.float()
+    h = cache.ssm_state
+    h.mul_(torch.exp(dt[..., None] * A)).add_((dt * uf)[..., None] * B.float())
+    y = (h * C.float()).sum(-1) + mixer.D.float() * uf  # [batch, d_inner]
+    if z is not None:
+        y = y * F.silu(z.float())
+    return mixer.out_proj(y.to(x.dtype))
