@@ -132,10 +132,12 @@ def generate(model, tokens: torch.Tensor | Sequence, max_new_tokens: int, temper
     for t in range(start, total):
         token = sample(logits, temperature, top_k, top_p, generator)
         token = torch.where(in_prompt[:, t], out[:, t], token)
-        if eos_token_id is not None:
-            token = torch.where(done, torch.full_like(token, pad), token)
+        if eos_token_id is not None:  # a finished row keeps decoding eos (a valid id) but stores padding
+            token = torch.where(done, torch.full_like(token, eos_token_id), token)
+            out[:, t] = torch.where(done, torch.full_like(token, pad), token)
             done |= ~in_prompt[:, t] & (token == eos_token_id)
-        out[:, t] = token
+        else:
+            out[:, t] = token
         if t == total - 1:
             break
         if eos_token_id is not None and (t - start) % 16 == 15 and bool(done.all()):  # a sync every 16 tokens
