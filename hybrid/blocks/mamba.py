@@ -1,7 +1,7 @@
 """`M`: the Mamba-1 mixer (Gu & Dao, 2023), on `hybrid.kernels.selective_scan`.
 
     x, z = in_proj(x)                       two branches of width d_inner = expand * d_model
-    x = silu(causal depthwise conv1d(x))
+    x = silu(causal depthwise conv1d(x))    hybrid.kernels.causal_conv1d (fused Triton kernel on CUDA)
     dt, B, C = x_proj(x)                    dt of rank dt_rank, B and C of size d_state, all input-dependent
     y = selective_scan(x, dt_proj(dt), A = -exp(A_log), B, C, D, z, delta_bias, softplus)
     out = out_proj(y)                       y already gated by silu(z) inside the scan
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybrid.blocks import mamba_inference
+from hybrid.kernels.causal_conv1d import causal_conv1d
 from hybrid.kernels.selective_scan import selective_scan
 
 
@@ -32,7 +33,7 @@ class Mamba(nn.Module):
                  dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
                  selective: bool = True, scan_backend: str = "auto", dt_bc_norm: bool = False,
-                 dt_bc_norm_eps: float = 1e-6, gate: bool = True):
+                 dt_bc_norm_eps: float = 1e-6, gate: bool = True, conv_backend: str = "auto"):
         super().__init__()
         if dt_bc_norm and not selective:
             raise ValueError("dt_bc_norm=True normalises the input-dependent dt, B and C; it needs selective=True")
@@ -40,6 +41,7 @@ class Mamba(nn.Module):
         self.d_inner, self.d_state, self.d_conv = d_inner, d_state, d_conv
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.selective, self.scan_backend, self.gate = selective, scan_backend, gate
+        self.conv_backend = conv_backend  # hybrid.kernels.causal_conv1d: auto | reference | triton
         self.in_proj = nn.Linear(d_model, (2 if gate else 1) * d_inner, bias=bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
         if selective:
@@ -94,23 +96,35 @@ class Mamba(nn.Module):
         if cache is not None:  # prefill: continue the sequence the cache holds (mamba_inference.py)
             return mamba_inference.prefill(self, x, cache)
         batch, L, _ = x.shape
-        xz = self.in_proj(x).transpose(1, 2)  # [batch, 2 * d_inner, L] ([batch, d_inner, L] without the gate)
-        u, z = xz.chunk(2, dim=1) if self.gate else (xz, None)  # each [batch, d_inner, L]
-        u = F.silu(self.conv1d(u)[..., :L])  # causal: drop the right padding
+        # Feature-major: every [batch, rows, L] tensor below is a view of [rows, batch * L] memory (steps contiguous:
+        # what the scan and the conv read best). The projections are matmuls with transposed operands (no copies;
+        # autograd's mm backward returns each gradient in its input's layout, so the backward stays copy-free too).
+        fm = lambda t: t.view(t.shape[0], batch, L).transpose(0, 1)  # [rows, batch L] -> [batch, rows, L] view
+        xz = self.in_proj.weight @ x.reshape(batch * L, -1).T  # [(2) d_inner, batch L]
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias[:, None]
+        u, z = (fm(xz[:self.d_inner]), fm(xz[self.d_inner:])) if self.gate else (fm(xz), None)
+        u = causal_conv1d(u, self.conv1d.weight[:, 0], self.conv1d.bias, "silu", backend=self.conv_backend)
+        u_rows = u.transpose(0, 1).reshape(self.d_inner, batch * L)  # a view (u keeps the conv input's layout)
         A = -torch.exp(self.A_log.float())  # [d_inner, N]
         if self.selective:
-            dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-            if self.dt_bc_norm:  # dt [batch, L, dt_rank], B and C [batch, L, N]
-                dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
-            delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # [batch, d_inner, L]; bias goes to the scan
-            B, C = B.transpose(1, 2), C.transpose(1, 2)  # [batch, N, L], strided views: backends take any strides
+            sizes = [self.dt_rank, self.d_state, self.d_state]
+            if self.dt_bc_norm:  # Jamba's RMSNorms run over the features: rows [batch L, features] here
+                dt, B, C = (u_rows.T @ self.x_proj.weight.T).split(sizes, dim=-1)
+                dt, B, C = self.dt_layernorm(dt).T, self.b_layernorm(B).T, self.c_layernorm(C).T
+                B, C = B.contiguous(), C.contiguous()  # [N, batch L]: small (N rows), steps contiguous
+            else:
+                dt, B, C = (self.x_proj.weight @ u_rows).split(sizes, dim=0)  # [rows, batch L]
+            delta = fm(self.dt_proj.weight @ dt)  # [batch, d_inner, L]; its bias goes to the scan
+            B, C = fm(B), fm(C)  # [batch, N, L]
             delta_bias = self.dt_proj.bias.float()
         else:
-            delta = u.new_zeros(batch, self.d_inner, L)  # softplus(0 + dt_bias): one dt per channel
+            delta = torch.zeros_like(u)  # softplus(0 + dt_bias): one dt per channel
             B, C, delta_bias = self.B, self.C, self.dt_bias.float()
         y = selective_scan(u, delta, A, B, C, D=self.D.float(), z=z,
                            delta_bias=delta_bias, delta_softplus=True, backend=self.scan_backend)
-        return self.out_proj(y.transpose(1, 2))  # [batch, L, d_model]
+        y_rows = y.transpose(0, 1).reshape(self.d_inner, batch * L)  # a view: y comes back in u's layout
+        return F.linear(y_rows.T, self.out_proj.weight, self.out_proj.bias).view(batch, L, -1)
 
     def flops_per_token(self, seq_len: int) -> int:
         """Projections, the conv, and about 9 * d_inner * d_state for the scan (discretise, update, readout)."""
