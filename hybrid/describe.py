@@ -21,7 +21,8 @@ def n_params(module: torch.nn.Module) -> int:
 
 def describe(model: HybridLM, seq_len: int) -> str:
     """A printable description of `model`: one row per block, then totals by kind."""
-    rows = [f"pattern   {model.pattern}   (from {model.layout_source}; Megatron: {layouts.to_megatron(model.pattern)})",
+    megatron = layouts.megatron_or_none(model.pattern) or "none: Mamba-1 'M' has no Megatron symbol"
+    rows = [f"pattern   {model.pattern}   (from {model.layout_source}; Megatron: {megatron})",
             "", f"{'index':>5}  {'symbol':<6}  {'block':<10}  {'params':>12}  {'GFLOPs/token':>12}"]
     by_kind, flops_by_kind = Counter(), Counter()
     for i, layer in enumerate(model.layers):

@@ -1,23 +1,29 @@
 """Layouts: which block sits at which depth, as one canonical pattern string.
 
 A stack is a string over five symbols, one pre-norm residual sublayer each:
-`M` Mamba-1, `A` attention, `F` MLP (SwiGLU), `E` MoE, `S` Mamba-2 (reserved: its block does not exist yet,
-so asking for it anywhere is an error). Three ways in, in order of precedence (see `resolve`):
+`M` Mamba-1, `A` attention, `F` MLP (SwiGLU), `E` MoE, `S` Mamba-2. Four ways in, in order of precedence (see
+`resolve`):
 
-1. pattern: written out, in our letters or Megatron-LM's hybrid alphabet (`M` mamba, `*` attention,
-   `-` MLP, `E` MoE); whitespace and `|` (Megatron's pipeline-stage separator) are ignored.
+1. pattern: written out in our letters; Megatron-LM's `*` and `-` are accepted as aliases of `A` and `F`, but `M`
+   is always OUR Mamba-1 here. Whitespace and `|` (Megatron's pipeline-stage separator) are ignored.
        parse("MF MF | A*F-")                      -> "MFMFAAFF"
 
-2. jamba: Hugging Face `JambaConfig`'s period/offset rule. A Jamba layer is two symbols (mixer, then
+2. megatron: a pattern in Megatron-LM's hybrid alphabet, with Megatron's meaning: its `M` is a Mamba-2 layer, so
+   it becomes our `S` (`*` -> A, `-` -> F, `E` -> E).
+       from_megatron("M-M-*-M-")                  -> "SFSFAFSF"
+
+3. jamba: Hugging Face `JambaConfig`'s period/offset rule. A Jamba layer is two symbols (mixer, then
    MLP or MoE), so `n_layers` Jamba layers give 2 * n_layers symbols.
        from_jamba(8, attn_layer_period=8, attn_layer_offset=4,
                   expert_layer_period=2, expert_layer_offset=1)  -> "MFMEMFMEAFMEMFME"
 
-3. n_layers + ratios: target fractions of A, F and E among n_layers sublayers, the rest Mamba, placed by
-   the same rule as Megatron-LM's ratio allocator (`hybrid_attention_ratio`, `hybrid_mlp_ratio`).
-       from_ratios(8, {"A": 0.125, "F": 0.5})     -> "MFMFAFMF"   (Megatron: "M-M-*-M-")
+4. n_layers + ratios: target fractions of A, F and E among n_layers sublayers, the rest Mamba (`M`, or `S` with
+   `mamba: S`, which is Megatron's own stack), placed by the same rule as Megatron-LM's ratio allocator
+   (`hybrid_attention_ratio`, `hybrid_mlp_ratio`).
+       from_ratios(8, {"A": 0.125, "F": 0.5})     -> "MFMFAFMF"   (Megatron: "M-M-*-M-", with mamba="S")
 
-`to_megatron` writes a pattern back in Megatron's alphabet; `counts` tallies symbols.
+`to_megatron` writes a pattern in Megatron's alphabet: `S` -> `M`; our Mamba-1 `M` has no Megatron symbol and is
+an error (never silently turned into a Mamba-2 layer). `counts` tallies symbols.
 """
 from __future__ import annotations
 
@@ -29,23 +35,20 @@ from collections.abc import Mapping
 log = logging.getLogger(__name__)
 
 SYMBOLS = "MAFES"                      # every symbol of the canonical alphabet
-BUILT = "MAFE"                         # those whose block exists today
-_ALIASES = {"*": "A", "-": "F"}        # Megatron's alphabet -> ours (M and E are shared)
-_TO_MEGATRON = {"M": "M", "A": "*", "F": "-", "E": "E"}
+_ALIASES = {"*": "A", "-": "F"}        # Megatron's symbols accepted in our patterns
+_FROM_MEGATRON = {"M": "S", "*": "A", "-": "F", "E": "E"}  # Megatron's M is a Mamba-2 layer
+_TO_MEGATRON = {v: k for k, v in _FROM_MEGATRON.items()}
+MAMBA_KINDS = ("M", "S")               # the symbols that may fill what the ratios leave
 _IGNORED = set(" \t\r\n|")
 RATIO_KEYS = ("A", "F", "E")           # placed in this order; Mamba takes what is left
 JAMBA_KEYS = ("n_layers", "attn_layer_period", "attn_layer_offset", "expert_layer_period", "expert_layer_offset")
-LAYOUT_KEYS = ("pattern", "n_layers", "ratios", "jamba")
-
-
-def _mamba2_error(where: str) -> NotImplementedError:
-    return NotImplementedError(f"block 'S' (Mamba-2) is not implemented yet (asked for in {where}); "
-                               f"use one of M, A, F, E")
+LAYOUT_KEYS = ("pattern", "megatron", "n_layers", "ratios", "mamba", "jamba")
 
 
 def parse(pattern: str) -> str:
-    """The canonical pattern of `pattern`: our letters, Megatron's `* -` mapped to `A F`, whitespace and `|`
-    dropped. Raises on an empty pattern, an unknown symbol, or `S` (Mamba-2 is not implemented yet)."""
+    """The canonical pattern of `pattern`: our letters (`M` = Mamba-1), Megatron's `* -` mapped to `A F`,
+    whitespace and `|` dropped. Raises on an empty pattern or an unknown symbol. A pattern in Megatron's alphabet
+    whose `M` means Mamba-2 goes through `from_megatron`."""
     if not isinstance(pattern, str):
         raise TypeError(f"a layout pattern must be a string, got {type(pattern).__name__} {pattern!r}")
     out = []
@@ -53,27 +56,60 @@ def parse(pattern: str) -> str:
         if ch in _IGNORED:
             continue
         sym = _ALIASES.get(ch, ch)
-        if sym == "S":
-            raise _mamba2_error(f"pattern '{pattern}'")
-        if sym not in BUILT:
+        if sym not in SYMBOLS:
             raise ValueError(f"unknown block symbol '{ch}' in pattern '{pattern}'; "
-                             f"allowed: M, A, F, E, S (or Megatron's M * - E)")
+                             f"allowed: M, A, F, E, S (or Megatron's * -)")
         out.append(sym)
     if not out:
-        raise ValueError(f"empty layout pattern {pattern!r}: write at least one of M, A, F, E "
-                         f"(or Megatron's M * - E)")
+        raise ValueError(f"empty layout pattern {pattern!r}: write at least one of M, A, F, E, S "
+                         f"(or Megatron's * -)")
+    return "".join(out)
+
+
+def from_megatron(pattern: str) -> str:
+    """Our canonical pattern of a Megatron-LM hybrid pattern (`hybrid_override_pattern`): Megatron's `M` is a
+    Mamba-2 layer, so M -> S, * -> A, - -> F, E -> E; whitespace and `|` dropped. Our own letters A, F, S are an
+    error here (they mean nothing to Megatron), as is an empty pattern.
+        from_megatron("M-M-*-M-") -> "SFSFAFSF"
+    """
+    if not isinstance(pattern, str):
+        raise TypeError(f"a Megatron pattern must be a string, got {type(pattern).__name__} {pattern!r}")
+    out = []
+    for ch in pattern:
+        if ch in _IGNORED:
+            continue
+        if ch not in _FROM_MEGATRON:
+            raise ValueError(f"unknown Megatron symbol '{ch}' in pattern '{pattern}'; Megatron's hybrid alphabet "
+                             f"is M (Mamba-2), * (attention), - (MLP), E (MoE)")
+        out.append(_FROM_MEGATRON[ch])
+    if not out:
+        raise ValueError(f"empty Megatron pattern {pattern!r}: write at least one of M * - E")
     return "".join(out)
 
 
 def to_megatron(pattern: str) -> str:
-    """`pattern` (any form `parse` accepts) in Megatron-LM's alphabet: A -> '*', F -> '-', M and E unchanged."""
-    return "".join(_TO_MEGATRON[s] for s in parse(pattern))
+    """`pattern` (any form `parse` accepts) in Megatron-LM's alphabet: S -> 'M', A -> '*', F -> '-', E -> 'E'.
+
+    Megatron's `M` is a Mamba-2 layer, so our Mamba-1 `M` has no Megatron symbol: that is an error naming the
+    positions (use `S` to build the stack with Mamba-2). from_megatron(to_megatron(p)) == p for every such p."""
+    canonical = parse(pattern)
+    mamba1 = [i for i, s in enumerate(canonical) if s == "M"]
+    if mamba1:
+        raise ValueError(f"pattern '{canonical}' has Mamba-1 'M' blocks at positions {mamba1}: Megatron-LM's 'M' is "
+                         f"a Mamba-2 layer and it has no Mamba-1, so this stack has no Megatron form (use 'S', "
+                         f"our Mamba-2, for a Megatron-compatible stack)")
+    return "".join(_TO_MEGATRON[s] for s in canonical)
+
+
+def megatron_or_none(pattern: str) -> str | None:
+    """to_megatron(pattern), or None when the stack has Mamba-1 blocks (no Megatron form)."""
+    return None if "M" in parse(pattern) else to_megatron(pattern)
 
 
 def counts(pattern: str) -> dict[str, int]:
-    """How many sublayers of each built kind `pattern` has, e.g. {"M": 3, "A": 1, "F": 4, "E": 0}."""
+    """How many sublayers of each kind `pattern` has, e.g. {"M": 3, "A": 1, "F": 4, "E": 0, "S": 0}."""
     canonical = parse(pattern)
-    return {s: canonical.count(s) for s in BUILT}
+    return {s: canonical.count(s) for s in SYMBOLS}
 
 
 # ---------------------------------------------------------------------------------------------- ratios
@@ -93,11 +129,9 @@ def _check_fractions(n_layers: int, ratios: Mapping) -> dict[str, float]:
         raise TypeError(f"ratios must be a mapping like {{'A': 0.125, 'F': 0.5}}, got {ratios!r}")
     fractions = dict.fromkeys(RATIO_KEYS, 0.0)
     for key, value in ratios.items():
-        if key == "S":
-            raise _mamba2_error(f"ratios {dict(ratios)}")
         if key not in RATIO_KEYS:
             raise ValueError(f"unknown ratio key {key!r} in {dict(ratios)}; allowed: A, F, E "
-                             f"(Mamba 'M' takes the rest)")
+                             f"(Mamba takes the rest: 'M', or 'S' with mamba='S')")
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
@@ -145,8 +179,9 @@ def _spread(slots: list[str], symbol: str, k: int, gap: float) -> None:
             budget -= 1
 
 
-def from_ratios(n_layers: int, ratios: Mapping[str, float]) -> str:
-    """A pattern of `n_layers` sublayers with target fractions `ratios` of A, F and E; Mamba takes the rest.
+def from_ratios(n_layers: int, ratios: Mapping[str, float], mamba: str = "M") -> str:
+    """A pattern of `n_layers` sublayers with target fractions `ratios` of A, F and E; Mamba takes the rest
+    (`mamba`: "M" Mamba-1, or "S" Mamba-2, which is what Megatron's allocator builds).
 
     Identical output to Megatron-LM's ratio allocator (`allocate_layers` / `pattern_from_ratios` in
     megatron/core/(ssm|models/hybrid)/..._layer_allocation.py) for any A and F it accepts:
@@ -165,6 +200,9 @@ def from_ratios(n_layers: int, ratios: Mapping[str, float]) -> str:
     n_layers = _as_int(n_layers, "n_layers")
     if n_layers < 1:
         raise ValueError(f"n_layers={n_layers} must be at least 1")
+    if mamba not in MAMBA_KINDS:
+        raise ValueError(f"mamba={mamba!r}: the Mamba that takes the slots the ratios leave is 'M' (Mamba-1) or "
+                         f"'S' (Mamba-2)")
     fractions = _check_fractions(n_layers, ratios)
     wanted = {key: round(n_layers * fractions[key]) for key in RATIO_KEYS}
     if sum(wanted.values()) > n_layers:
@@ -181,7 +219,7 @@ def from_ratios(n_layers: int, ratios: Mapping[str, float]) -> str:
         _spread(slots, key, k, mamba_left / (k + 1) if key == "A" else mamba_left / k)
     pattern = "".join(slots)
     assert all(pattern.count(key) == wanted[key] for key in RATIO_KEYS), (pattern, wanted)
-    return pattern
+    return pattern.replace("M", mamba)
 
 
 # ---------------------------------------------------------------------------------------------- jamba
@@ -222,11 +260,13 @@ def _period_offset(kind: str, period, offset) -> tuple[int, int]:
 def resolve(layout: Mapping) -> tuple[str, str]:
     """(canonical pattern, source) from a `model.layout` config node (dict or OmegaConf DictConfig).
 
-    Keys: `pattern` (str), `jamba` (mapping of from_jamba's arguments), `n_layers` (int) and `ratios`
-    (mapping {A, F, E: fraction}); unset ones are None or absent. Precedence:
+    Keys: `pattern` (str, our letters), `megatron` (str, Megatron's alphabet: its M is our S), `jamba` (mapping of
+    from_jamba's arguments), `n_layers` (int), `ratios` (mapping {A, F, E: fraction}) and `mamba` (M or S: what
+    the ratios leave, default M); unset ones are None or absent. Precedence:
       1. `pattern` if set                        -> source "pattern"
-      2. else `jamba` if set                     -> source "jamba"
-      3. else `n_layers` + `ratios` (both set)   -> source "ratios"   (`ratios: {}` means all Mamba)
+      2. else `megatron` if set                  -> source "megatron"
+      3. else `jamba` if set                     -> source "jamba"
+      4. else `n_layers` + `ratios` (both set)   -> source "ratios"   (`ratios: {}` means all Mamba)
     Lower-precedence forms that are also set are ignored, and that is logged (logging.info), so that
     `model.layout.pattern=MFMFAFMF` on the command line overrides a config that holds ratios.
     """
@@ -235,19 +275,24 @@ def resolve(layout: Mapping) -> tuple[str, str]:
     unknown = [k for k in layout if k not in LAYOUT_KEYS]
     if unknown:
         raise ValueError(f"unknown layout key(s) {unknown}; allowed: {', '.join(LAYOUT_KEYS)}")
-    pattern, jamba, n_layers, ratios = (layout.get(k) for k in ("pattern", "jamba", "n_layers", "ratios"))
-    lower = [("jamba", jamba), ("n_layers", n_layers), ("ratios", ratios)]
+    pattern, megatron, jamba, n_layers, ratios = (layout.get(k) for k in
+                                                  ("pattern", "megatron", "jamba", "n_layers", "ratios"))
+    lower = [("megatron", megatron), ("jamba", jamba), ("n_layers", n_layers), ("ratios", ratios)]
 
     if pattern is not None:
         _log_ignored("pattern", [name for name, v in lower if v is not None])
         return parse(pattern), "pattern"
+    if megatron is not None:
+        _log_ignored("megatron", [name for name, v in lower[1:] if v is not None])
+        return from_megatron(megatron), "megatron"
     if jamba is not None:
-        _log_ignored("jamba", [name for name, v in lower[1:] if v is not None])
+        _log_ignored("jamba", [name for name, v in lower[2:] if v is not None])
         return from_jamba(**_jamba_args(jamba)), "jamba"
     if n_layers is not None and ratios is not None:
-        return from_ratios(n_layers, ratios), "ratios"
+        return from_ratios(n_layers, ratios, layout.get("mamba") or "M"), "ratios"
     if n_layers is None and ratios is None:
         raise ValueError("no layout given: set one of model.layout.pattern (e.g. 'MFMFAFMF'), "
+                         "model.layout.megatron (e.g. 'M-M-*-M-', Megatron's M being Mamba-2), "
                          "model.layout.jamba (n_layers, attn_layer_period, attn_layer_offset, "
                          "expert_layer_period, expert_layer_offset), or model.layout.n_layers + "
                          "model.layout.ratios (e.g. 8 and {A: 0.125, F: 0.5})")
@@ -258,7 +303,7 @@ def resolve(layout: Mapping) -> tuple[str, str]:
 
 def _log_ignored(used: str, ignored: list[str]) -> None:
     if ignored:
-        log.info("layout: using %s; ignoring %s (lower precedence: pattern > jamba > n_layers + ratios)",
+        log.info("layout: using %s; ignoring %s (lower precedence: pattern > megatron > jamba > n_layers + ratios)",
                  used, ", ".join(ignored))
 
 

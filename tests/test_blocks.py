@@ -14,6 +14,9 @@ CONFIGS = {
     "A_norope": {"n_heads": 2, "rope_base": None},
     "F": {},
     "E": {"n_experts": 4, "top_k": 2},
+    "S": {"d_state": 4, "headdim": 8, "chunk_size": 4},
+    "S_groups_nonorm": {"d_state": 4, "headdim": 4, "ngroups": 2, "rmsnorm": False, "D_has_hdim": True,
+                        "chunk_size": 8},
 }
 
 
@@ -56,16 +59,15 @@ def test_lti_has_no_input_dependent_projections():
     ("A", {"n_heads": 5}, "d_model=16 is not divisible by n_heads=5"),
     ("A", {"n_heads": 4, "n_kv_heads": 3}, "n_heads=4 is not a multiple of n_kv_heads=3"),
     ("E", {"n_experts": 2, "top_k": 3}, "top_k=3 must be between 1 and n_experts=2"),
+    ("S", {"headdim": 12}, "headdim=12 does not divide d_inner = expand . d_model = 32"),
+    ("S", {"headdim": 8, "ngroups": 3}, "ngroups=3 does not divide nheads = d_inner / headdim = 4"),
+    ("S", {"headdim": 8, "chunk_size": 48}, "chunk_size=48 must be a power of two"),
     ("X", {}, "unknown block symbol 'X'"),
 ])
 def test_bad_config(symbol, kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_block(symbol, D_MODEL, **kwargs)
 
-
-def test_mamba2_reserved():
-    with pytest.raises(NotImplementedError, match="Mamba-2"):
-        build_block("S", D_MODEL)
 
 
 def test_flash_attn_missing_names_package():

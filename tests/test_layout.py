@@ -4,10 +4,9 @@ import re
 
 import pytest
 
-from hybrid.layout import counts, from_jamba, from_ratios, parse, resolve, to_megatron
+from hybrid.layout import counts, from_jamba, from_megatron, from_ratios, megatron_or_none, parse, resolve, to_megatron
 
-UNKNOWN_MSG = "allowed: M, A, F, E, S (or Megatron's M * - E)"
-MAMBA2_MSG = r"block 'S' \(Mamba-2\) is not implemented yet"
+UNKNOWN_MSG = "allowed: M, A, F, E, S (or Megatron's * -)"
 
 
 # ------------------------------------------------------------------------------------------------ parse
@@ -44,37 +43,64 @@ def test_parse_rejects_non_strings():
         parse(["M", "A"])
 
 
-@pytest.mark.parametrize("call", [
-    lambda: parse("MSM"),
-    lambda: to_megatron("MS"),
-    lambda: counts("S"),
-    lambda: from_ratios(8, {"S": 0.5}),
-    lambda: resolve({"pattern": "MFSF"}),
-])
-def test_mamba2_is_a_clear_error_everywhere(call):
-    with pytest.raises(NotImplementedError, match=MAMBA2_MSG):
-        call()
+def test_mamba2_is_a_symbol_everywhere():
+    assert parse("MSM") == "MSM" and counts("S F S")["S"] == 2
+    assert resolve({"pattern": "MFSF"}) == ("MFSF", "pattern")
+    assert from_ratios(8, {"A": 0.125, "F": 0.5}, mamba="S") == "SFSFAFSF"
+    assert resolve({"n_layers": 8, "ratios": {"A": 0.125, "F": 0.5}, "mamba": "S"}) == ("SFSFAFSF", "ratios")
+    with pytest.raises(ValueError, match=r"unknown ratio key 'S'"):
+        from_ratios(8, {"S": 0.5})  # Mamba takes the rest; mamba='S' says which
+    with pytest.raises(ValueError, match=r"mamba='X': .* 'M' \(Mamba-1\) or 'S' \(Mamba-2\)"):
+        from_ratios(8, {"A": 0.5}, mamba="X")
+
+
+# Megatron-LM's M is a Mamba-2 layer: its patterns import with S; our Mamba-1 M has no Megatron symbol.
+MAMBA2_HYBRID_8B = "M-M-M--M-M*-M-M-M-M--M*-M-M-M-M-M*--M-M-M-M-M*-M--M-M-M-"  # NVIDIA's 8B Mamba-2-Hybrid
+
+
+def test_megatron_patterns_import_as_mamba2():
+    assert from_megatron("M-M-*-M-") == "SFSFAFSF"
+    assert from_megatron("ME*E | M-") == "SEAESF"
+    ours = from_megatron(MAMBA2_HYBRID_8B)
+    assert len(ours) == 56 and counts(ours) == {"M": 0, "A": 4, "F": 28, "E": 0, "S": 24}
+    assert to_megatron(ours) == MAMBA2_HYBRID_8B                  # round trip, symbol for symbol
+    assert resolve({"megatron": MAMBA2_HYBRID_8B}) == (ours, "megatron")
+    # Megatron's ratio allocator with the 8B model's ratios gives the same stack
+    assert from_ratios(56, {"A": 0.08, "F": 0.5}, mamba="S") == ours
+
+
+def test_megatron_errors():
+    with pytest.raises(ValueError, match=r"unknown Megatron symbol 'S' in pattern 'M-S'.*M \(Mamba-2\)"):
+        from_megatron("M-S")  # our letters mean nothing to Megatron
+    with pytest.raises(ValueError, match=r"unknown Megatron symbol 'A'"):
+        from_megatron("MA")
+    with pytest.raises(ValueError, match="empty Megatron pattern"):
+        from_megatron(" | ")
+    with pytest.raises(ValueError, match=r"Mamba-1 'M' blocks at positions \[0, 2\].*Megatron-LM's 'M' is a "
+                                         r"Mamba-2 layer"):
+        to_megatron("MFMAS")
+    assert megatron_or_none("MFAF") is None and megatron_or_none("SFAF") == "M-*-"
 
 
 # ------------------------------------------------------------------------------------- to_megatron, counts
 
 @pytest.mark.parametrize("pattern, megatron", [
-    ("MFMFAFMF", "M-M-*-M-"), ("MEAE", "ME*E"), ("A", "*"), ("MMMM", "MMMM")])
+    ("SFSFAFSF", "M-M-*-M-"), ("SEAE", "ME*E"), ("A", "*"), ("SSSS", "MMMM"), ("AF", "*-")])
 def test_to_megatron(pattern, megatron):
     assert to_megatron(pattern) == megatron
-    assert parse(to_megatron(pattern)) == pattern
-    assert to_megatron(megatron) == megatron     # already Megatron: unchanged
+    assert from_megatron(to_megatron(pattern)) == pattern
+    assert to_megatron(from_megatron(megatron)) == megatron
 
 
-@pytest.mark.parametrize("pattern", ["MFMEMFMEAFMEMFME", "AFAFAFAF", "M", "EEAMF", "FMA"])
+@pytest.mark.parametrize("pattern", ["SFSESFSEAFSESFSE", "AFAFAFAF", "S", "EEASF", "FSA"])
 def test_round_trip(pattern):
-    assert parse(to_megatron(pattern)) == pattern
+    assert from_megatron(to_megatron(pattern)) == pattern
     assert parse(pattern) == pattern
 
 
 def test_counts():
-    assert counts("MFMFAFMF") == {"M": 3, "A": 1, "F": 4, "E": 0}
-    assert counts("M*E-E") == {"M": 1, "A": 1, "F": 1, "E": 2}
+    assert counts("MFMFAFMF") == {"M": 3, "A": 1, "F": 4, "E": 0, "S": 0}
+    assert counts("M*E-ES") == {"M": 1, "A": 1, "F": 1, "E": 2, "S": 1}
 
 
 # --------------------------------------------------------------------------------------------- ratios
@@ -102,7 +128,8 @@ MEGATRON = [
 
 @pytest.mark.parametrize("n, attn, mlp, expected", MEGATRON, ids=[f"{r[0]}-{r[1]}-{r[2]}" for r in MEGATRON])
 def test_from_ratios_matches_megatron(n, attn, mlp, expected):
-    assert to_megatron(from_ratios(n, {"A": attn, "F": mlp})) == expected
+    assert to_megatron(from_ratios(n, {"A": attn, "F": mlp}, mamba="S")) == expected
+    assert from_ratios(n, {"A": attn, "F": mlp}) == from_megatron(expected).replace("S", "M")
 
 
 def test_moe_is_placed_like_mlp_after_it():
@@ -123,7 +150,7 @@ def test_counts_follow_round_half_to_even_and_spreading_is_even(n):
         assert max(runs) - min(runs) <= 1, (base, runs)
         for f in range(1, n - a + 1):
             both = from_ratios(n, {"A": a / n, "F": f / n})
-            assert counts(both) == {"M": n - a - f, "A": a, "F": f, "E": 0}
+            assert counts(both) == {"M": n - a - f, "A": a, "F": f, "E": 0, "S": 0}
             assert both.replace("F", "M") == base              # MLP never moves attention
             rest = both.replace("A", "")                       # the non-attention slots, in order
             assert rest.endswith("F")                          # right-justified
@@ -140,7 +167,7 @@ def test_rounding_rule_is_pythons_round(n, frac, expected):
 
 def test_ratios_accept_none_and_float_slack():
     assert from_ratios(8, {"A": 0.125, "F": None}) == from_ratios(8, {"A": 0.125})
-    assert counts(from_ratios(10, {"A": 0.1, "F": 0.2, "E": 0.7})) == {"M": 0, "A": 1, "F": 2, "E": 7}
+    assert counts(from_ratios(10, {"A": 0.1, "F": 0.2, "E": 0.7})) == {"M": 0, "A": 1, "F": 2, "E": 7, "S": 0}
     assert from_ratios(5, {}) == "MMMMM"
 
 
@@ -149,7 +176,8 @@ def test_ratio_errors():
         from_ratios(8, {"A": 0.25, "F": -0.1})
     with pytest.raises(ValueError, match=r"sum to 1.1 > 1"):
         from_ratios(8, {"A": 0.6, "F": 0.5})
-    with pytest.raises(ValueError, match=r"unknown ratio key 'X'.*allowed: A, F, E \(Mamba 'M' takes the rest\)"):
+    with pytest.raises(ValueError, match=r"unknown ratio key 'X'.*allowed: A, F, E "
+                                         r"\(Mamba takes the rest: 'M', or 'S' with mamba='S'\)"):
         from_ratios(8, {"X": 0.5})
     with pytest.raises(ValueError, match=r"unknown ratio key 'M'"):
         from_ratios(8, {"M": 0.5})
@@ -222,6 +250,7 @@ EMPTY = {"pattern": None, "n_layers": None, "ratios": None, "jamba": None}
 def test_resolve_each_form():
     assert resolve({**EMPTY, "pattern": "M-M*"}) == ("MFMA", "pattern")
     assert resolve({**EMPTY, "jamba": JAMBA}) == ("MEAF", "jamba")
+    assert resolve({**EMPTY, "megatron": "M-M*"}) == ("SFSA", "megatron")
     assert resolve({**EMPTY, "n_layers": 8, "ratios": {"A": 0.125, "F": 0.5}}) == ("MFMFAFMF", "ratios")
     assert resolve({"n_layers": 3, "ratios": {}}) == ("MMM", "ratios")      # absent keys count as unset
 
@@ -253,7 +282,8 @@ def test_resolve_dictconfig_command_line_pattern_wins():
 
 
 def test_resolve_errors():
-    with pytest.raises(ValueError, match=r"no layout given: set one of model.layout.pattern .*model.layout.jamba"
+    with pytest.raises(ValueError, match=r"no layout given: set one of model.layout.pattern "
+                                         r".*model.layout.megatron .*model.layout.jamba"
                                          r" .*model.layout.n_layers \+ model.layout.ratios"):
         resolve(EMPTY)
     with pytest.raises(ValueError, match=r"layout has n_layers=8 but no ratios"):

@@ -1,0 +1,184 @@
+"""`S`: the Mamba-2 mixer (Dao & Gu, 2024), as mamba-ssm's `Mamba2` module, on `hybrid.kernels.ssd`.
+
+    z, xBC, dt = in_proj(x)                 widths d_inner, d_inner + 2 * ngroups * d_state, nheads
+    x, B, C = silu(causal depthwise conv1d(xBC))          x [.., nheads, headdim], B and C [.., ngroups, d_state]
+    y = ssd(x, dt, A = -exp(A_log), B, C, D, dt_bias, softplus, dt_limit)    a scalar A per head
+    y = RMSNorm(y * silu(z))                per group of d_inner / ngroups channels (norm_before_gate: norm, then gate)
+    out = out_proj(y)
+
+d_inner = expand * d_model = nheads * headdim. Parameter names are mamba-ssm's (in_proj, conv1d, dt_bias, A_log, D,
+norm.weight, out_proj), which are also Hugging Face's Mamba2Mixer's. `rmsnorm=False` gates y by silu(z) with no norm.
+
+Inference (the block-level protocol): `allocate_inference_cache` gives a `Mamba2Cache` (the last d_conv inputs of
+the conv, the SSD state [batch, nheads, headdim, d_state] in fp32); `forward(x, cache)` continues the sequence the
+cache has seen and updates it in place; `step(x, cache)` does one token through the recurrence.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybrid.kernels.ssd import ssd
+from hybrid.kernels.ssd.reference import process_dt
+
+
+@dataclass
+class Mamba2Cache:
+    """conv_state [batch, conv_dim, d_conv]: the last d_conv inputs of the conv (zeros before the sequence);
+    ssm_state [batch, nheads, headdim, d_state] fp32: the SSD state after the last token."""
+    conv_state: torch.Tensor
+    ssm_state: torch.Tensor
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm(y * silu(z)) over groups of `group_size` channels (or RMSNorm(y) * silu(z) with norm_before_gate),
+    in fp32 (fp64 for fp64 inputs), times a learned weight. forward: y, z [..., dim] -> [..., dim] in y's dtype."""
+
+    def __init__(self, dim: int, group_size: int, eps: float = 1e-5, norm_before_gate: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.group_size, self.eps, self.norm_before_gate = group_size, eps, norm_before_gate
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        acc = torch.float64 if y.dtype == torch.float64 else torch.float32
+        h = y.to(acc)
+        gate = F.silu(z.to(acc))
+        if not self.norm_before_gate:
+            h = h * gate
+        groups = h.unflatten(-1, (-1, self.group_size))
+        h = (groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + self.eps)).flatten(-2)
+        if self.norm_before_gate:
+            h = h * gate
+        return (h * self.weight.to(acc)).to(y.dtype)
+
+
+class Mamba2(nn.Module):
+    """forward: x [batch, L, d_model] (, cache) -> [batch, L, d_model]; step: x [batch, d_model], cache -> same."""
+
+    def __init__(self, d_model: int, d_state: int = 128, d_conv: int = 4, expand: int = 2, headdim: int = 64,
+                 ngroups: int = 1, A_init_range=(1.0, 16.0), D_has_hdim: bool = False, rmsnorm: bool = True,
+                 norm_before_gate: bool = False, rmsnorm_eps: float = 1e-5, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 dt_init_floor: float = 1e-4, dt_limit=(0.0, math.inf), bias: bool = False, conv_bias: bool = True,
+                 chunk_size: int = 256, ssd_backend: str = "auto"):
+        super().__init__()
+        d_inner = expand * d_model
+        if headdim < 1 or d_inner % headdim:
+            raise ValueError(f"headdim={headdim} does not divide d_inner = expand * d_model = {d_inner}; "
+                             f"the heads split d_inner into nheads = d_inner / headdim")
+        nheads = d_inner // headdim
+        if ngroups < 1 or nheads % ngroups:
+            raise ValueError(f"ngroups={ngroups} does not divide nheads = d_inner / headdim = {nheads}; each group "
+                             f"of B and C serves nheads / ngroups heads")
+        if chunk_size < 1 or chunk_size & (chunk_size - 1):
+            raise ValueError(f"chunk_size={chunk_size} must be a power of two")
+        self.d_model, self.d_inner, self.d_state, self.d_conv = d_model, d_inner, d_state, d_conv
+        self.headdim, self.nheads, self.ngroups, self.chunk_size = headdim, nheads, ngroups, chunk_size
+        self.dt_limit = (float(dt_limit[0]), float(dt_limit[1]))
+        self.D_has_hdim, self.rmsnorm, self.ssd_backend = D_has_hdim, rmsnorm, ssd_backend
+        self.conv_dim = d_inner + 2 * ngroups * d_state
+        self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + nheads, bias=bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1,
+                                bias=conv_bias)
+        self.dt_bias = nn.Parameter(torch.empty(nheads))
+        self.A_log = nn.Parameter(torch.empty(nheads))
+        self.D = nn.Parameter(torch.empty(d_inner if D_has_hdim else nheads))
+        if rmsnorm:
+            self.norm = GatedRMSNorm(d_inner, d_inner // ngroups, rmsnorm_eps, norm_before_gate)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
+        self.out_proj.is_residual_out = True
+        self.A_init_range, self.dt_min, self.dt_max, self.dt_init_floor = A_init_range, dt_min, dt_max, dt_init_floor
+        self.reset_ssm_parameters()
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self):
+        """Mamba-2's own init (the model's generic init only touches Linear and Embedding weights):
+        A ~ U[A_init_range] per head, D = 1, dt bias such that softplus(bias) ~ LogUniform[dt_min, dt_max]."""
+        if self.A_log.is_meta:
+            return
+        lo, hi = self.A_init_range
+        self.A_log.copy_(torch.empty(self.nheads).uniform_(lo, hi).log())
+        self.D.fill_(1.0)
+        dt = torch.exp(torch.rand(self.nheads) * (math.log(self.dt_max) - math.log(self.dt_min))
+                       + math.log(self.dt_min)).clamp(min=self.dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) == dt
+
+    def _split(self, zxbcdt: torch.Tensor):
+        """[..., d_in_proj] -> z [..., d_inner], xBC [..., conv_dim], dt [..., nheads]."""
+        return zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
+
+    def _D(self) -> torch.Tensor:
+        return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
+
+    def _out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """y [..., d_inner] (D already added) -> out_proj(norm(y, z)) [..., d_model]; without rmsnorm z gated y."""
+        return self.out_proj(self.norm(y, z) if self.rmsnorm else y)
+
+    def forward(self, x: torch.Tensor, cache: Mamba2Cache | None = None) -> torch.Tensor:
+        batch, L, _ = x.shape
+        z, xBC, dt = self._split(self.in_proj(x))
+        xBC = xBC.transpose(1, 2)  # [batch, conv_dim, L]
+        if cache is None:
+            xBC = self.conv1d(xBC)[..., :L]  # causal: drop the right padding
+        else:  # the cache's last d_conv - 1 inputs stand in for the left padding
+            window = torch.cat([cache.conv_state[..., 1:].to(xBC.dtype), xBC], dim=-1)
+            cache.conv_state.copy_(window[..., -self.d_conv:])
+            xBC = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)
+        xBC = F.silu(xBC).transpose(1, 2)  # [batch, L, conv_dim]
+        xs, B, C = xBC.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        out = ssd(xs.unflatten(-1, (self.nheads, self.headdim)), dt, -torch.exp(self.A_log.float()),
+                  B.unflatten(-1, (self.ngroups, self.d_state)), C.unflatten(-1, (self.ngroups, self.d_state)),
+                  self.chunk_size, D=self._D(), z=None if self.rmsnorm else z.unflatten(-1, (self.nheads, -1)),
+                  dt_bias=self.dt_bias, dt_softplus=True, dt_limit=self.dt_limit,
+                  initial_states=None if cache is None else cache.ssm_state,
+                  return_final_states=cache is not None, backend=self.ssd_backend)
+        if cache is not None:
+            out, state = out
+            cache.ssm_state.copy_(state)
+        return self._out(out.flatten(-2), z)
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, device=None) -> Mamba2Cache:
+        """Zeroed states for `batch_size` sequences (max_seqlen is not needed: the state has a fixed size)."""
+        device = device or self.in_proj.weight.device
+        return Mamba2Cache(
+            conv_state=torch.zeros(batch_size, self.conv_dim, self.d_conv, device=device,
+                                   dtype=dtype or self.conv1d.weight.dtype),
+            ssm_state=torch.zeros(batch_size, self.nheads, self.headdim, self.d_state, device=device,
+                                  dtype=torch.float32))
+
+    def step(self, x: torch.Tensor, cache: Mamba2Cache) -> torch.Tensor:
+        """One token through the recurrence: x [batch, d_model] -> [batch, d_model]; the cache is updated."""
+        z, xBC, dt = self._split(self.in_proj(x))
+        window = torch.cat([cache.conv_state[..., 1:], xBC[..., None].to(cache.conv_state.dtype)], dim=-1)
+        cache.conv_state.copy_(window)
+        xBC = (window * self.conv1d.weight[:, 0]).sum(-1)  # [batch, conv_dim]
+        if self.conv1d.bias is not None:
+            xBC = xBC + self.conv1d.bias
+        xs, B, C = F.silu(xBC).split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], -1)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dt = process_dt(dt, self.dt_bias, True, self.dt_limit, acc)  # [batch, nheads]
+        xh = xs.to(acc).unflatten(-1, (self.nheads, self.headdim))  # [batch, nheads, headdim]
+        per_head = self.nheads // self.ngroups
+        B = B.to(acc).unflatten(-1, (self.ngroups, self.d_state)).repeat_interleave(per_head, dim=1)
+        C = C.to(acc).unflatten(-1, (self.ngroups, self.d_state)).repeat_interleave(per_head, dim=1)
+        decay = torch.exp(dt * -torch.exp(self.A_log.to(acc)))  # [batch, nheads]
+        state = cache.ssm_state.to(acc) * decay[..., None, None] + (dt[..., None] * xh)[..., None] * B[:, :, None]
+        cache.ssm_state.copy_(state)
+        y = (state * C[:, :, None]).sum(-1)  # [batch, nheads, headdim]
+        D = self._D().to(acc)
+        y = y + xh * (D[:, None] if D.dim() == 1 else D)
+        if not self.rmsnorm:
+            y = y * F.silu(z.to(acc).unflatten(-1, (self.nheads, self.headdim)))
+        return self._out(y.flatten(-2).to(x.dtype), z)
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Projections, the conv, and the chunked SSD: per token, C.B and the masked mix over a chunk
+        (2 Q (ngroups N + d_inner)), its state contribution and the entering state's readout (4 d_inner N)."""
+        proj = self.in_proj.in_features * self.in_proj.out_features
+        proj += self.out_proj.in_features * self.out_proj.out_features
+        Q = min(self.chunk_size, seq_len)
+        ssd_flops = 2 * Q * (self.ngroups * self.d_state + self.d_inner) + 4 * self.d_inner * self.d_state
+        return 2 * proj + 2 * self.conv_dim * self.d_conv + ssd_flops
