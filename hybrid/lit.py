@@ -8,6 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from hybrid.chunked_eval import chunked_stats, eval_chunk_of
 from hybrid.model import HybridLM
 
 IGNORE = -100  # targets outside the answer positions
@@ -67,7 +68,8 @@ class HybridLitModule(L.LightningModule):
 
     def _eval_step(self, batch, dataloader_idx):
         inputs, targets = batch
-        stats = answer_stats(self.model(inputs).logits, targets)
+        chunk = eval_chunk_of(self.trainer)  # task.eval_chunk: long sequences through the inference cache
+        stats = chunked_stats(self.model, inputs, targets, chunk, answer_stats)
         self._val[dataloader_idx] += torch.stack([s.double().cpu() for s in stats])
 
     def _eval_epoch_end(self, split: str):

@@ -50,6 +50,8 @@ class TaskConfig:
     vocab_size: int
     train_length: int
     eval_lengths: list[int]
+    # evaluation sequences longer than this run chunk by chunk through the inference cache (hybrid/chunked_eval.py)
+    eval_chunk: int | None = None
 
     def __post_init__(self):
         # Hydra hands lists over as ListConfig; plain ints keep the config picklable and comparable.
@@ -71,6 +73,8 @@ class TaskConfig:
         name = type(self).__name__
         if int(self.vocab_size) < 2:
             raise ValueError(f"{name}.vocab_size={self.vocab_size}; must be >= 2")
+        if self.eval_chunk is not None and int(self.eval_chunk) < 1:
+            raise ValueError(f"{name}.eval_chunk={self.eval_chunk}; must be >= 1 (tokens per chunk) or null")
         if not self.eval_lengths:
             raise ValueError(f"{name}.eval_lengths is empty; give at least one length (e.g. [{self.train_length}])")
         for what, length in [("train_length", self.train_length)] + [("eval_lengths", n) for n in self.eval_lengths]:
