@@ -1,11 +1,12 @@
-"""`python -m hybrid.figures RECIPE [profile=quick|paper] [overrides]`: a recipe's figure from its run records.
+"""A recipe's figure from the table of its run records: tables in, pictures (and their tables) out.
 
-Reads the sweep dir of the plan (hybrid.sweep) with hybrid.collect, and writes figures/<recipe>-<profile>.png,
-.pdf, .md and .csv: the figure, and the same numbers as a table whose every row lists the run directories it
-was made from. Nothing is trained here; points that failed or never ran are counted in the table.
+`figure_table(long, recipe)` turns the long table of hybrid.sweep.collect into one row per cell of the figure,
+`draw` makes the png/pdf, `markdown` the page that shows it with the same numbers, every row listing the run
+directories it was made from. Reading the sweep dir and writing the files: hybrid.reproduce (`make`), whose
+`--figures-only` is `python -m hybrid.figures RECIPE [profile=quick|paper] [overrides]`.
 
 A recipe's `metric` is a metric name, or a pattern over the names in result.json:
-  `val/acc_L{task.task.train_length}`     {config key} becomes that run's value (accuracy at its own length)
+  `val/acc_L{task.train_length}`          {config key} becomes that run's value (accuracy at its own length)
   `val/acc_L(?P<length>\\d+)`              a regular expression; each named group becomes a column (numbers
                                           as numbers), usable as an axis: here accuracy at every length
   a list, or {label: pattern, ...}        several metrics; the column `metric` holds the label
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hybrid import collect, sweep
+from hybrid.sweep import Plan, Recipe, collect
 
 PLOT_KEYS = {"kind", "x", "hue", "col", "row", "over", "best_over", "best", "labels", "logx", "logy", "ylim",
              "xlabel", "ylabel", "legend", "title"}
@@ -92,7 +93,7 @@ def check_plot(plot: dict) -> dict:
     return plot
 
 
-def figure_table(long: pd.DataFrame, recipe: sweep.Recipe) -> pd.DataFrame:
+def figure_table(long: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     """One row per cell of the figure (row, col, hue, x, metric): mean, min, max over `over`, the number of
     runs, the runs that did not complete, the chosen best_over values and the run directories (points)."""
     plot = check_plot(recipe.plot)
@@ -139,7 +140,7 @@ def labelled(table: pd.DataFrame, labels: dict) -> pd.DataFrame:
     return out
 
 
-def draw(table: pd.DataFrame, recipe: sweep.Recipe, base: Path) -> list[Path]:
+def draw(table: pd.DataFrame, recipe: Recipe, base: Path) -> list[Path]:
     """base.png and base.pdf of the figure table."""
     import matplotlib
     matplotlib.use("Agg")
@@ -207,7 +208,7 @@ def _draw_cell(ax, cell: pd.DataFrame, plot: dict, hue) -> None:
         ax.set_yscale("log")
 
 
-def markdown(table: pd.DataFrame, recipe: sweep.Recipe, p: sweep.Plan, long: pd.DataFrame, image: str) -> str:
+def markdown(table: pd.DataFrame, recipe: Recipe, p: Plan, long: pd.DataFrame, image: str) -> str:
     """The figure's page: what it shows, the sweep, the table (mean and range over seeds, and the runs)."""
     status = long.drop_duplicates("point").status.value_counts().to_dict()
     lines = [f"# {recipe.title}", ""]
@@ -245,39 +246,10 @@ def at_a_glance(table: pd.DataFrame, plot: dict) -> pd.DataFrame:
     return wide.reset_index().drop(columns=["_"], errors="ignore")
 
 
-def make(p: sweep.Plan, out_dir: str | Path = "figures") -> dict:
-    """Collect the plan's runs and write the figure, its table (md, csv); returns the paths and the table."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = out_dir / f"{p.recipe.name}-{p.sweep_dir.name}"
-    long = collect.collect(p.sweep_dir, expected=p.point_names())
-    table = figure_table(long, p.recipe)
-    paths = {"csv": base.with_suffix(".csv"), "md": base.with_suffix(".md")}
-    table.to_csv(paths["csv"], index=False)
-    if len(table):
-        paths["png"], paths["pdf"] = draw(table, p.recipe, base)
-    paths["md"].write_text(markdown(table, p.recipe, p, long, base.with_suffix(".png").name))
-    return {"paths": paths, "table": table, "runs": long.drop_duplicates("point")}
-
-
 def main(argv: list[str] | None = None) -> int:
-    recipe, profile, extra = sweep.split_args(sys.argv[1:] if argv is None else argv)
-    p = sweep.plan(recipe, extra, profile=profile)
-    made = make(p)
-    report(made, p)
-    return 0
-
-
-def report(made: dict, p: sweep.Plan) -> None:
-    runs = made["runs"]
-    bad = runs[runs.status != "completed"]
-    print(f"{p.recipe.name} ({p.profile}): {len(runs) - len(bad)} of {len(runs)} points completed in {p.sweep_dir}")
-    for r in bad.itertuples():
-        print(f"  {r.status:<10} {r.point}: {r.reason}")
-    if not len(made["table"]):
-        print("  no completed run has the recipe's metric yet: no figure drawn")
-    for kind, path in made["paths"].items():
-        print(f"  {kind:<4} {path}")
+    """`python -m hybrid.figures ...`: hybrid.reproduce with --figures-only (no training)."""
+    from hybrid.reproduce import main as reproduce
+    return reproduce(["--figures-only", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """What every run writes next to its metrics: record.json (how it ran) and result.json (what it reached).
 
-record.json: the resolved config, the canonical layout pattern, seed, git commit and dirty flag, package
-versions, the scan and attention backends that ran, CPU/GPU names, start and end times. No environment
-variables and nothing secret: only the config the user composed and facts about the software and machine.
+`RunRecord`, a Lightning callback, owns both files over a run's life:
+  start    (fit begins)        record.json {status: running, config, pattern, seed, git, versions, hardware}
+  end      (`complete`)        result.json {status: completed, metrics, ...}, record.json completed + backends
+  failure  (an exception in any Trainer entry point)  result.json {status: failed, reason}, record.json failed
+A failure before the Trainer exists (a bad config) is written by `record_failure`. No environment variables and
+nothing secret: only the config the user composed and facts about the software and machine. Every file is
+written atomically (hybrid.atomic), so a killed or full-disk run never leaves half a record.
 """
 import datetime
 import importlib.metadata
@@ -10,9 +14,13 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
+import lightning as L
 import torch
+
+from hybrid.atomic import write_text
 
 PACKAGES = ("torch", "triton", "lightning", "hydra-core", "omegaconf", "numpy", "mamba-ssm", "causal-conv1d",
             "flash-attn", "transformers", "datasets")
@@ -61,28 +69,113 @@ def hardware() -> dict:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus}
 
 
+def reset_backends() -> None:
+    """Forget the kernel backends seen so far in this process (a run starts)."""
+    from hybrid.kernels.attention import reset_backends_used as reset_attention
+    from hybrid.kernels.selective_scan import reset_backends_used as reset_scan
+    reset_scan()
+    reset_attention()
+
+
 def backends() -> dict:
-    """The kernel backends that ran in this process."""
+    """The kernel backends that ran since the last reset_backends()."""
     from hybrid.kernels.attention import backends_used as attention_backends
-    from hybrid.kernels.selective_scan.interface import backends_used as scan_backends
+    from hybrid.kernels.selective_scan import backends_used as scan_backends
     return {"selective_scan": scan_backends(), "attention": attention_backends()}
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Write atomically (a temporary file, then rename), so a killed run never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    """Write atomically (a temporary file in the same directory, fsync, rename): never half a file."""
+    write_text(Path(path), json.dumps(data, indent=2, default=str) + "\n")
 
 
-def start_record(run_dir: Path, config: dict, pattern: str, seed: int) -> dict:
-    record = {"status": "running", "config": config, "pattern": pattern, "seed": seed, "git": git_state(),
-              "versions": versions(), "hardware": hardware(), "backends": None, "start_time": now(),
-              "end_time": None}
-    write_json(run_dir / "record.json", record)
-    return record
+def read_json(path: Path) -> dict | None:
+    """The JSON object in path, or None when it is absent or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def finish_record(run_dir: Path, record: dict, status: str) -> None:
-    record.update(status=status, backends=backends(), end_time=now())
-    write_json(run_dir / "record.json", record)
+def record_failure(run_dir: Path, reason: str, since: float | None = None, **extra) -> dict:
+    """Write result.json {status: failed, reason} and mark record.json failed.
+
+    Keeps a result.json written after `since` (the run's own, whose reason is the more precise one), and never
+    overwrites a completed result (a finished run whose re-evaluation failed keeps its metrics).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "result.json"
+    old = read_json(path)
+    if old is not None and (old.get("status") == "completed"
+                            or (since is not None and path.stat().st_mtime >= since)):
+        return old
+    result = {"status": "failed", "reason": reason, "run_dir": str(run_dir), **extra}
+    write_json(path, result)
+    record = read_json(run_dir / "record.json")
+    if record is not None:  # "running" until here; the backends and config it holds stay as they were
+        record.update(status="failed", end_time=now())
+        write_json(run_dir / "record.json", record)
+    return result
+
+
+class RunRecord(L.Callback):
+    """record.json and result.json of one run (see the module docstring).
+
+    Args:
+        run_dir: the run directory.
+        config: the resolved config (a plain dict).
+        pattern, seed: the model's canonical layout pattern and the run's seed.
+        resumed_from: the checkpoint this run resumes from, or None.
+        extra: more keys for record.json (e.g. {"resume": "force", "config_changes": [...]}).
+    """
+
+    def __init__(self, run_dir: Path, config: dict, pattern: str, seed: int, resumed_from: Path | None = None,
+                 extra: dict | None = None):
+        self.run_dir, self.pattern, self.seed = Path(run_dir), pattern, seed
+        self.resumed_from = resumed_from
+        self.record = {"status": "running", "config": config, "pattern": pattern, "seed": seed, **(extra or {}),
+                       "git": None, "versions": None, "hardware": None, "backends": None, "start_time": None,
+                       "end_time": None}
+        self.started = None
+
+    def start(self) -> None:
+        """record.json says running; the backends are counted from here."""
+        if self.started is not None:
+            return
+        self.started = time.perf_counter()
+        reset_backends()
+        self.record.update(git=git_state(), versions=versions(), hardware=hardware(), start_time=now())
+        write_json(self.run_dir / "record.json", self.record)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.start()
+
+    def complete(self, trainer: L.Trainer, metrics: dict) -> dict:
+        """The run finished: result.json completed with its metrics, record.json completed. Returns the result."""
+        seconds = time.perf_counter() - (self.started or time.perf_counter())
+        result = {"status": "completed", "run_dir": str(self.run_dir), "pattern": self.pattern, "seed": self.seed,
+                  "step": trainer.global_step, "seconds": seconds, "resumed_from": str(self.resumed_from or ""),
+                  "metrics": metrics}
+        write_json(self.run_dir / "result.json", result)
+        self._finish("completed")
+        return result
+
+    def fail(self, reason: str, **extra) -> dict:
+        """The run failed: result.json failed with the reason, record.json failed. Returns the result."""
+        result = {"status": "failed", "reason": reason, "run_dir": str(self.run_dir), **extra}
+        write_json(self.run_dir / "result.json", result)
+        self._finish("failed")
+        return result
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.fail(failure_reason(exception))
+
+    def _finish(self, status: str) -> None:
+        self.record.update(status=status, backends=backends(), end_time=now())
+        write_json(self.run_dir / "record.json", self.record)
+
+
+def failure_reason(exception: BaseException) -> str:
+    """One line naming what stopped a run: the exception's type and message."""
+    return f"{type(exception).__name__}: {exception}"

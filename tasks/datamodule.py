@@ -8,6 +8,9 @@ advances in `on_before_batch_transfer`, i.e. when the training loop actually use
 one batch ahead, and counting draws would skip that one on resume. Used without a Trainer (tests, notebooks)
 the count advances with every batch drawn from the stream.
 
+`data_module(task, ...)` (conf/train.yaml's `data`) picks the DataModule for a task: CorpusDataModule for real
+data (tasks/corpus_datamodule.py, which builds the corpus cache in `prepare_data`), TaskDataModule otherwise.
+
 Evaluation sets are fixed: `eval_batches` batches per entry of `task.eval_specs()` (one per eval length; for
 niah one per length x depth), generated with split="val" (validation) or split="test" (test), one
 DataLoader each, in the order of `eval_names`.
@@ -21,6 +24,15 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from hybrid.tasks.base import EvalSpec, TaskConfig
 
 
+def data_module(task: TaskConfig, **kwargs) -> "TaskDataModule":
+    """The DataModule serving `task` (a TaskConfig), with TaskDataModule's keyword arguments."""
+    from hybrid.tasks.corpus import CorpusConfig
+    if isinstance(task, CorpusConfig):
+        from hybrid.tasks.corpus_datamodule import CorpusDataModule
+        return CorpusDataModule(task, **kwargs)
+    return TaskDataModule(task, **kwargs)
+
+
 class TaskDataModule(L.LightningDataModule):
     """Args:
         task: a TaskConfig (e.g. MQARConfig), or a mapping with a `_target_` that Hydra instantiates into one.
@@ -28,7 +40,7 @@ class TaskDataModule(L.LightningDataModule):
         eval_batches: batches per evaluation set.
         eval_batch_size: batch size of evaluation sets (defaults to batch_size).
         seed: data seed; training, validation and test streams all derive from it.
-        vocab_size: optional; when given (the conf/task yaml does) it must equal task.vocab_size.
+        vocab_size: optional; when given it must equal task.vocab_size.
     """
 
     def __init__(self, task: TaskConfig | Mapping, batch_size: int = 32, eval_batches: int = 4,
@@ -44,7 +56,7 @@ class TaskDataModule(L.LightningDataModule):
         task.validate()  # a bad length or count fails here, before any training
         if vocab_size is not None and int(vocab_size) != task.vocab_size:
             raise ValueError(f"vocab_size={vocab_size} disagrees with the task's vocab_size={task.vocab_size}; "
-                             "set it once, in the task (vocab_size: ${.task.vocab_size})")
+                             "set it once, in the task (task.vocab_size)")
         for name, value in [("batch_size", batch_size), ("eval_batches", eval_batches),
                             ("eval_batch_size", eval_batch_size or batch_size)]:
             if int(value) < 1:

@@ -28,7 +28,7 @@ def config(run_dir, *overrides):
 def test_every_experiment_composes_and_trains(experiment, tmp_path):
     # each experiment as written, shrunk to a couple of steps of a tiny model
     cfg = config(tmp_path, f"experiment={experiment}", "trainer.max_steps=2", "trainer.val_check_interval=1",
-                 "task.batch_size=2", "task.eval_batches=1", "task.eval_batch_size=2", "model.d_model=16",
+                 "data.batch_size=2", "data.eval_batches=1", "data.eval_batch_size=2", "model.d_model=16",
                  "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false")
     result = train(cfg)
     assert result["status"] == "completed" and result["step"] == 2

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybrid import collect, figures, sweep
+from hybrid import figures, reproduce, sweep
+from hybrid.sweep import collect
 
 
 def fake_run(sweep_dir: Path, point: str, config: dict, metrics: dict | None, status="completed", choices=None):
@@ -31,7 +32,7 @@ def fake_run(sweep_dir: Path, point: str, config: dict, metrics: dict | None, st
 
 def ratio_config(a: float, seed: int) -> dict:
     return {"seed": seed, "model": {"d_model": 16, "layout": {"ratios": {"A": a, "F": 0}}},
-            "task": {"task": {"train_length": 64, "eval_lengths": [64]}}}
+            "task": {"train_length": 64, "eval_lengths": [64]}}
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_collect_is_long_with_flattened_config_and_every_status(ratio_sweep):
     assert len(done) == 8 and set(done.metric) == {"val/acc_L64", "val/loss_L64"}
     row = done[(done.metric == "val/acc_L64") & (done["model.layout.ratios.A"] == 0.5) & (done.seed == 1)]
     assert row.value.tolist() == [0.7] and row["model"].tolist() == ["megatron_ratio"]
-    assert row["task.task.eval_lengths"].tolist() == ["[64]"] and "hydra/launcher" not in table.columns
+    assert row["task.eval_lengths"].tolist() == ["[64]"] and "hydra/launcher" not in table.columns
     assert row["run_dir"].iloc[0].endswith("model.layout.ratios.A=0.5,seed=1")
     wide = collect.runs(ratio_sweep)
     assert len(wide) == 6 and list(wide.columns[-2:]) == ["val/acc_L64", "val/loss_L64"]
@@ -71,7 +72,7 @@ def test_history_reads_every_logged_step(ratio_sweep):
 
 def test_figure_table_and_files(ratio_sweep, tmp_path):
     p = sweep.plan("attention_ratio", [f"hydra.sweep.dir={ratio_sweep}"])
-    made = figures.make(p, out_dir=tmp_path / "figures")
+    made = reproduce.make(p, out_dir=tmp_path / "figures")
     table = made["table"]
     acc = table[table.metric == "accuracy"].set_index("model.layout.ratios.A")
     assert acc.loc[0.5, "mean"] == pytest.approx(0.8) and (acc.loc[0.5, "min"], acc.loc[0.5, "max"]) == (0.7, 0.9)
@@ -90,7 +91,7 @@ def test_best_over_learning_rate_and_labels(tmp_path):
     d = tmp_path / "sweep"
     for width, lr, acc in [(16, 1e-3, 0.3), (16, 3e-3, 0.6), (32, 1e-3, 0.9), (32, 3e-3, 0.5)]:
         config = {"seed": 0, "model": {"d_model": width, "layout": {"pattern": "MFAF"}},
-                  "lit": {"optimizer": {"lr": lr}}, "task": {"task": {"train_length": 64, "num_kv_pairs": 4}}}
+                  "lit": {"optimizer": {"lr": lr}}, "task": {"train_length": 64, "num_kv_pairs": 4}}
         fake_run(d, f"lit.optimizer.lr={lr},model.d_model={width}", config,
                  {"val/acc_L64": acc, "val/acc_L128": 0.0})
     recipe = sweep.load("mqar_vs_width")

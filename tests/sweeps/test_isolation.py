@@ -1,4 +1,4 @@
-"""One multirun point in its child process (hybrid.train.run_point): a killed or crashing point is recorded as
+"""One multirun point in its child process (hybrid.sweep.isolation.run_point): a killed or crashing point is recorded as
 failed with its reason and returns, a completed one is skipped, the child gets one GPU or a share of the CPU."""
 import json
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hybrid.train import pin_resources, run_point
+from hybrid.sweep.isolation import pin_resources, run_point
 
 BASIC = {"launcher": "hydra._internal.core_plugins.basic_launcher.BasicLauncher", "n_jobs": None}
 
@@ -34,7 +34,7 @@ def outlive_a_short_sweep(config_yaml, settings):
     import subprocess
     import time
 
-    from hybrid.train import _exit_with
+    from hybrid.sweep.isolation import _exit_with
     stand_in = subprocess.Popen(["sleep", "0.5"])
     _exit_with(stand_in.pid)
     time.sleep(60)
@@ -92,22 +92,22 @@ def test_joblib_points_take_the_first_free_gpu(tmp_path, monkeypatch):
 
     import torch
 
-    from hybrid import train
+    from hybrid.sweep import isolation
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     first = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1}})
     pin_resources(first, 2)
-    held = train._device_lock  # another point's lock: this test holds it open, as that point's process would
+    held = isolation._device_lock  # another point's lock: this test holds it open, as that point's process would
     second = OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 1}})
     pin_resources(second, 2)
     assert list(first.trainer.devices) == [0] and list(second.trainer.devices) == [1]
-    assert Path(held.name).name == "gpu3.lock" and Path(train._device_lock.name).name == "gpu5.lock"
+    assert Path(held.name).name == "gpu3.lock" and Path(isolation._device_lock.name).name == "gpu5.lock"
     chosen = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 2}})
     threads = torch.get_num_threads()
     try:
         pin_resources(chosen, 2)  # devices chosen by the user: left alone, no lock taken
     finally:
         torch.set_num_threads(threads)
-    assert chosen.trainer.devices == 2 and Path(train._device_lock.name).name == "gpu5.lock"
+    assert chosen.trainer.devices == 2 and Path(isolation._device_lock.name).name == "gpu5.lock"
     held.close()

@@ -14,7 +14,7 @@ from hybrid import train
 
 ROOT = Path(__file__).parents[2]
 # a few steps of the smoke model, evaluated at one length
-TINY = ["experiment=smoke", "trainer.max_steps=2", "trainer.val_check_interval=2", "task.task.eval_lengths=[64]",
+TINY = ["experiment=smoke", "trainer.max_steps=2", "trainer.val_check_interval=2", "task.eval_lengths=[64]",
         "hydra/job_logging=none", "hydra/hydra_logging=none"]
 
 

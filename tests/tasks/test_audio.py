@@ -242,9 +242,9 @@ def test_tiny_training_run(tmp_path, cache):
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
-            "experiment=smoke", "task=audio", f"task.task.cache_dir={cache}", "task.task.synth_pieces=6",
-            "task.task.synth_seconds=0.5", "task.task.val_fraction=0.17", "task.task.test_fraction=0.17",
-            "task.task.train_length=32", "task.task.eval_lengths=[32,64]", "trainer.max_steps=2",
+            "experiment=smoke", "task=audio", f"task.cache_dir={cache}", "task.synth_pieces=6",
+            "task.synth_seconds=0.5", "task.val_fraction=0.17", "task.test_fraction=0.17",
+            "task.train_length=32", "task.eval_lengths=[32,64]", "trainer.max_steps=2",
             "trainer.val_check_interval=2", "++model.layer_overrides={0: {selective: false}}", f"run_dir={tmp_path}"])
     result = train(cfg)
     assert result["status"] == "completed" and result["step"] == 2

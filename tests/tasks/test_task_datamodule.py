@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from stream_resume import assert_resumes
 
 from hybrid.tasks import IGNORE_INDEX
-from hybrid.tasks.datamodule import TaskDataModule
+from hybrid.tasks.datamodule import TaskDataModule, data_module
 from hybrid.tasks.mqar import MQARConfig
 from hybrid.tasks.niah import NIAHConfig
 
@@ -24,16 +24,18 @@ def small_dm(**kw):
 
 @pytest.mark.parametrize("name", TASK_YAMLS)
 def test_task_yaml_instantiates(name):
-    # as conf/train.yaml will hold it: the task group at `task`, a model reading ${task.vocab_size}
-    cfg = OmegaConf.create({"task": OmegaConf.load(CONF / f"{name}.yaml"), "model": {"vocab": "${task.vocab_size}"}})
-    assert set(cfg.task) >= {"_target_", "vocab_size", "batch_size", "eval_batch_size", "eval_batches", "seed", "task"}
-    dm = instantiate(cfg.task)
+    # as conf/train.yaml holds it: the task config at `task`, its data sizes at `data`, a model reading
+    # ${task.vocab_size}, the DataModule built as hybrid.train builds it
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"), {"model": {"vocab": "${task.vocab_size}"}})
+    assert set(cfg.task) >= {"_target_", "vocab_size", "train_length", "eval_lengths"}
+    assert set(cfg.data) == {"batch_size", "eval_batch_size", "eval_batches"}
+    dm = data_module(instantiate(cfg.task), seed=0, **cfg.data)
     assert isinstance(dm, TaskDataModule)
-    assert dm.vocab_size == cfg.model.vocab == cfg.task.task.vocab_size
+    assert dm.vocab_size == cfg.model.vocab == cfg.task.vocab_size
     assert len(dm.eval_names) == len(dm.val_dataloader()) == len(dm.test_dataloader())
     assert dm.task.train_length in dm.task.eval_lengths
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (cfg.task.batch_size, dm.task.train_length) and (y != IGNORE_INDEX).any()
+    assert x.shape == (cfg.data.batch_size, dm.task.train_length) and (y != IGNORE_INDEX).any()
 
 
 def test_hydra_config_as_mapping_and_vocab_mismatch():

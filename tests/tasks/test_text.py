@@ -127,8 +127,8 @@ def test_tiny_training_run(tmp_path, cache):
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[
-            "experiment=smoke", "task=text", f"task.task.cache_dir={cache}", "task.task.max_bytes=200000",
-            "task.task.train_length=32", "task.task.eval_lengths=[32,64]", "trainer.max_steps=2",
+            "experiment=smoke", "task=text", f"task.cache_dir={cache}", "task.max_bytes=200000",
+            "task.train_length=32", "task.eval_lengths=[32,64]", "trainer.max_steps=2",
             "trainer.val_check_interval=2", f"run_dir={tmp_path}"])
     result = train(cfg)
     assert result["status"] == "completed" and result["step"] == 2

@@ -3,7 +3,7 @@
 A run directory is one that holds record.json, result.json or Hydra's .hydra/ (a point that started). What is
 read from it:
   result.json     status (completed | failed), reason, step, seconds, the final metrics
-  record.json     the resolved config (flattened to dotted columns: `model.d_model`, `task.task.num_kv_pairs`),
+  record.json     the resolved config (flattened to dotted columns: `model.d_model`, `task.num_kv_pairs`),
                   pattern, seed, git commit; its status "running" without a result.json means the run was killed
                   (or is still running): status "incomplete"
   .hydra/         the config-group choices (`model` = "mamba_small") and the point's overrides

@@ -5,16 +5,19 @@ on_multirun_start  the launcher's plugin is importable, else an error naming the
 on_multirun_end    collects every point of the sweep (hybrid.collect) into <sweep dir>/summary.csv (one row per
                    point, every config key and final metric) and summary.md (counts, a table, the failed
                    points with their reasons), and logs the failures. Points the sweep should have run but that
-                   left no directory are listed as missing.
+                   left no directory are listed as missing. A later sweep of other overrides in the same
+                   directory does not erase this one's: each is also kept as summary-<sweep name>.{csv,md}.
 """
+import hashlib
 import importlib
 import logging
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from hybrid.sweep.naming import point_names, sweep_name
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ LAUNCHER_PACKAGES = {
     "hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher",
     "hydra_plugins.hydra_ray_launcher": "hydra-ray-launcher",
 }
-RUN_NAME = "${run_name:${hydra:job.override_dirname}}"  # conf/train.yaml's hydra.sweep.subdir
+RUN_NAME = "${run_name:${hydra:job.override_dirname}}"  # conf/train.yaml's hydra.sweep.subdir (naming.run_name)
 
 
 def check_launcher(hydra_cfg: DictConfig) -> None:
@@ -42,19 +45,6 @@ def check_launcher(hydra_cfg: DictConfig) -> None:
                           f"launcher: hydra/launcher=basic|local|local_submitit|slurm") from e
 
 
-def point_names(overrides: list[str], exclude_keys: set[str], item_sep: str = ",", kv_sep: str = "=") -> list[str]:
-    """The run-dir names of the points of a multirun of `overrides`, as the basic sweeper expands them and as
-    Hydra's override_dirname names them (the overrides not excluded, sorted, joined), or "default"."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    parser = OverridesParser.create()
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(list(overrides)), None)
-    names = []
-    for job in (j for batch in batches for j in batch):
-        lines = sorted(o.input_line for o in parser.parse_overrides(job) if o.key_or_group not in exclude_keys)
-        names.append(item_sep.join(lines).replace("=", kv_sep) or "default")
-    return names
-
-
 def expected_points(config: DictConfig) -> list[str] | None:
     """The run-dir names (relative to the sweep dir) of every point of this multirun; None when the sweeper or
     the sub-directory scheme is not the one of conf/train.yaml."""
@@ -63,30 +53,48 @@ def expected_points(config: DictConfig) -> list[str] | None:
         return None
     if OmegaConf.to_container(hydra.sweep, resolve=False).get("subdir") != RUN_NAME:
         return None
-    params = [f"{k}={v}" for k, v in (hydra.sweeper.get("params") or {}).items()]
-    task = list(OmegaConf.to_container(hydra.overrides.task, resolve=False))
     dirname = hydra.job.config.override_dirname
     try:
-        return point_names(params + task, set(dirname.exclude_keys), dirname.item_sep, dirname.kv_sep)
+        return point_names(sweep_overrides(config), set(dirname.exclude_keys), dirname.item_sep, dirname.kv_sep)
     except (HydraException, ValueError) as e:  # e.g. a glob sweep, which needs the config loader: use the disk
         log.debug("cannot expand the sweep (%s); the summary lists the run dirs found", e)
         return None
 
 
-def write_summary(sweep_dir: str | Path, expected: list[str] | None = None):
-    """summary.csv and summary.md in sweep_dir; returns the one-row-per-point table."""
-    from hybrid import collect  # pandas: imported when a sweep ends, not by every run that loads this callback
+def sweep_overrides(config: DictConfig) -> list[str]:
+    """The overrides of this multirun: the sweeper's params, then the command line's."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    return params + list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+
+
+def summary_key(config: DictConfig) -> str:
+    """This sweep's name among the summaries of its directory: its overrides (hashed when too long for a file)."""
+    name = sweep_name(sweep_overrides(config), set(config.hydra.job.config.override_dirname.exclude_keys))
+    if len(name) > 100 or "/" in name:
+        name = name[:60].replace("/", "_") + "-" + hashlib.sha1(name.encode()).hexdigest()[:10]
+    return name
+
+
+def write_summary(sweep_dir: str | Path, expected: list[str] | None = None, key: str | None = None):
+    """summary.csv and summary.md in sweep_dir (and, with `key`, a copy summary-<key>.* that later sweeps of
+    other overrides leave alone); returns the one-row-per-point table."""
+    from hybrid.atomic import write_text
+    from hybrid.sweep import collect  # pandas: imported when a sweep ends, not by every run loading this callback
     sweep_dir = Path(sweep_dir)
     table = collect.runs(sweep_dir, expected)
     if expected is not None:  # this sweep's points only, not those of earlier sweeps in the same dir
         table = table[table.point.isin(expected)].reset_index(drop=True)
-    table.to_csv(sweep_dir / "summary.csv", index=False)
-    (sweep_dir / "summary.md").write_text(summary_markdown(table, sweep_dir))
+    places = [(sweep_dir / "summary.csv", sweep_dir / "summary.md")]
+    if key is not None:
+        places.append((sweep_dir / f"summary-{key}.csv", sweep_dir / f"summary-{key}.md"))
+    for csv, md in places:
+        write_text(csv, table.to_csv(index=False))
+        write_text(md, summary_markdown(table, sweep_dir))
     return table
 
 
 def summary_markdown(table, sweep_dir: Path) -> str:
-    from hybrid import collect
+    from hybrid.sweep import collect
     counts = table.status.value_counts().to_dict()
     lines = [f"# Sweep {sweep_dir}", "",
              f"{len(table)} points: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), ""]
@@ -113,7 +121,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        table = write_summary(sweep_dir, expected_points(config))
+        table = write_summary(sweep_dir, expected_points(config), summary_key(config))
         bad = table[table.status != "completed"]
         log.info("sweep %s: %d of %d points completed; summary in %s", sweep_dir, len(table) - len(bad),
                  len(table), sweep_dir / "summary.md")

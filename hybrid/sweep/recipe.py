@@ -9,8 +9,8 @@ A recipe names the overrides of its multirun and how to plot it:
     profiles:                                  # merged over fixed/sweep, key by key
       quick: {fixed: {trainer.max_steps: 40}, sweep: {model.d_model: [16, 32]}}    # CPU, minutes
       paper: {fixed: {trainer.max_steps: 20000}, sweep: {model.d_model: [64, 128, 256, 512]}}
-    metric: val/acc_L{task.task.train_length}  # see hybrid/figures.py for metric patterns and `plot`
-    plot: {kind: line, x: model.d_model, hue: model, col: task.task.train_length}
+    metric: val/acc_L{task.train_length}  # see hybrid/figures.py for metric patterns and `plot`
+    plot: {kind: line, x: model.d_model, hue: model, col: task.train_length}
 
 `plan(recipe, ["profile=paper", "hydra/launcher=slurm", "seed=0,1"])` turns it into the multirun's command line:
 `profile=` picks the profile; `hydra...` overrides pass to Hydra untouched; any other override replaces the
@@ -30,7 +30,9 @@ from pathlib import Path
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-ROOT = Path(__file__).resolve().parents[1]
+from hybrid.sweep import naming
+
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 RECIPE_KEYS = {"name", "title", "description", "reference", "default_profile", "fixed", "sweep", "profiles",
                "metric", "plot", "notes"}
@@ -126,9 +128,7 @@ class Plan:
 
     def exclude_keys(self) -> list[str]:
         """conf/train.yaml's override_dirname.exclude_keys plus the fixed keys: points are named by their axes."""
-        train = yaml.safe_load((CONF / "train.yaml").read_text())
-        base = train["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
-        return list(dict.fromkeys([*base, *(bare(k) for k in self.fixed)]))
+        return list(dict.fromkeys([*naming.exclude_keys(), *(bare(k) for k in self.fixed)]))
 
     def hydra_overrides(self) -> list[str]:
         out = [f"hydra.sweep.dir={self.sweep_dir}",
@@ -139,9 +139,8 @@ class Plan:
         return [sys.executable, "-m", "hybrid.train", "-m", *self.overrides(), *self.hydra_overrides()]
 
     def point_names(self) -> list[str]:
-        """The run-dir name of every point, as Hydra will name them (hybrid.callbacks.point_names)."""
-        from hybrid.callbacks import point_names
-        return point_names(self.overrides(), set(self.exclude_keys()))
+        """The run-dir name of every point, as Hydra will name them (hybrid.sweep.naming)."""
+        return naming.point_names(self.overrides(), set(self.exclude_keys()))
 
     def probes(self) -> list[list[str]]:
         """Override lists that together use every value of every axis once (the first value of the other
