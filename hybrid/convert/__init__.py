@@ -1,6 +1,6 @@
-"""Real checkpoints in and out: Hugging Face transformers' Mamba and Jamba, mamba-ssm, and our own format.
+"""Real checkpoints in and out: Hugging Face transformers' Mamba, Mamba-2 and Jamba, mamba-ssm, and our own format.
 
-    from_transformers(model_or_dir) -> HybridLM      MambaForCausalLM, JambaForCausalLM       (hf.py)
+    from_transformers(model_or_dir) -> HybridLM      Mamba(2)ForCausalLM, JambaForCausalLM    (hf.py)
     to_transformers(model, out_dir=None)             back to those, save_pretrained-loadable  (hf.py)
     from_mamba_ssm(dir) -> HybridLM                  mamba-ssm MambaLMHeadModel directories   (checkpoint.py)
     save_checkpoint(model, out_dir)                  model.safetensors + hybrid_config.json   (checkpoint.py)

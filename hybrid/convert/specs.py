@@ -8,6 +8,7 @@ import torch
 
 from hybrid.blocks.attention import Attention
 from hybrid.blocks.mamba import Mamba
+from hybrid.blocks.mamba2 import Mamba2
 from hybrid.blocks.mlp import SwiGLU
 from hybrid.blocks.moe import MoE
 from hybrid.convert.links import ConversionError
@@ -26,6 +27,14 @@ def block_spec(mixer: torch.nn.Module) -> dict:
                     conv_bias=mixer.conv1d.bias is not None, selective=mixer.selective,
                     dt_bc_norm=mixer.dt_bc_norm,
                     dt_bc_norm_eps=mixer.dt_layernorm.eps if mixer.dt_bc_norm else None)
+    if isinstance(mixer, Mamba2):
+        return dict(d_state=mixer.d_state, d_conv=mixer.d_conv, d_inner=mixer.d_inner, headdim=mixer.headdim,
+                    nheads=mixer.nheads, ngroups=mixer.ngroups, chunk_size=mixer.chunk_size, dt_limit=mixer.dt_limit,
+                    D_has_hdim=mixer.D_has_hdim, rmsnorm=mixer.rmsnorm,
+                    norm_before_gate=mixer.rmsnorm and mixer.norm.norm_before_gate,
+                    rmsnorm_eps=mixer.norm.eps if mixer.rmsnorm else None,
+                    in_bias=mixer.in_proj.bias is not None, out_bias=mixer.out_proj.bias is not None,
+                    conv_bias=mixer.conv1d.bias is not None)
     if isinstance(mixer, Attention):
         return dict(n_heads=mixer.n_heads, n_kv_heads=mixer.n_kv_heads, head_dim=mixer.head_dim,
                     rope_base=mixer.rope_base, bias=mixer.q_proj.bias is not None)
