@@ -100,7 +100,7 @@ def phase_check(log) -> dict:
         del ref, inp, inp64
         torch.cuda.empty_cache()
     # determinism at the benchmark shape
-    from hybrid.bench.scan import scan_inputs
+    from hybrid.bench.scan_inputs import scan_inputs
     x = scan_inputs(BENCH["batch"], BENCH["dim"], BENCH["N"], BENCH["L"], torch.bfloat16, "cuda")
     gy = torch.randn(BENCH["batch"], BENCH["dim"], BENCH["L"], device="cuda", dtype=torch.bfloat16)
     runs = []
@@ -200,7 +200,7 @@ def _run_variant(mods, x, kernel, version, cfg, states_cache):
 
 
 def _bench_inputs():
-    from hybrid.bench.scan import scan_inputs
+    from hybrid.bench.scan_inputs import scan_inputs
     x = {k: v.detach() for k, v in scan_inputs(**BENCH, dtype=torch.bfloat16, device="cuda").items()}
     x["dy"] = torch.randn_like(x["u"])
     return x

@@ -4,17 +4,15 @@ Defaults: d_model 64, batch 64, L 64, vocab 64 (the demo's MQAR shape), the CPU 
 
 Writes long-format rows to bench/results/train_step_<device>.json.
 """
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from hybrid.bench.scan import environment
-from hybrid.bench.width_args import width_parser
+from hybrid.bench.harness import environment, output_path, write_rows
+from hybrid.bench.width_args import WIDTH_DEFAULTS, width_parser
 from hybrid.model import HybridLM
 
 STACKS = {"mamba": "MMMM", "attention": "AFAFAF", "hybrid": "MFAFMF", "demo": "MAF"}
@@ -46,6 +44,7 @@ def main(argv=None) -> int:
     if args.steps < 2:
         p.error(f"--steps {args.steps}: at least 2 timed steps are needed for the p20/p80 spread")
     torch.set_num_threads(args.threads)
+    out = output_path(p, args, "train_step", WIDTH_DEFAULTS | dict(vocab=64))
     env = environment(args.device)
     tokens = torch.randint(0, args.vocab, (args.batch, args.length),
                            generator=torch.Generator().manual_seed(0)).to(args.device)  # [batch, L]
@@ -58,18 +57,13 @@ def main(argv=None) -> int:
         quintiles = statistics.quantiles(times, n=5)
         rows.append(dict(op="train_step", provider=name, pattern=pattern, mode="fwd+bwd+adamw", x=args.length,
                          params=sum(t.numel() for t in model.parameters()), median_ms=med * 1e3,
-                         p20_ms=quintiles[0] * 1e3, p80_ms=quintiles[3] * 1e3, steps_per_s=1 / med,
-                         device=env["device"], versions=env["versions"], commit=env["commit"]))
+                         p20_ms=quintiles[0] * 1e3, p80_ms=quintiles[3] * 1e3, steps_per_s=1 / med))
     print(f"d_model {args.d_model}, batch {args.batch}, L {args.length}, {env['device']}, {args.threads} threads, "
           f"load {env['load_avg_1m']:.1f}")
     print(f"{'stack':<10} {'pattern':<8} {'params':>9} {'ms/step':>9} {'steps/s':>8}")
     for r in rows:
         print(f"{r['provider']:<10} {r['pattern']:<8} {r['params']:>9,} {r['median_ms']:>9.1f} {r['steps_per_s']:>8.2f}")
-    out = args.out or Path("bench/results") / f"train_step_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"bench": "train_step", **env, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                               "rows": rows}, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_rows(out, "train_step", env, rows)
     return 0
 
 
