@@ -168,7 +168,7 @@ def sweep_variants(has_old: bool, small: bool = False) -> list[tuple[str, str, t
         if bd <= 8 and 2 <= per_thread <= 16 and not (small and (bd < 2 or w > 4)):
             out.append(("fwd", "new", tuple(make_cfg(chunk, dict(fwd_block_d=bd, fwd_warps=w)))))
         # fewer than 4 channels per program make the dB/dC partials too large
-        if bd >= 4 and 2 <= per_thread <= 16 and not (small and (bd > 8 or w > 2)):
+        if bd >= 4 and 2 <= per_thread <= 16 and not (small and (bd > 16 or w > 2)):
             out.append(("bwd", "new", tuple(make_cfg(chunk, dict(bwd_block_d=bd, bwd_warps=w)))))
     return out + (OLD_VARIANTS if has_old else [])
 

@@ -19,9 +19,10 @@ import triton
 import triton.language as tl
 
 # Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
-# channels per program; *_warps: warps per program. Defaults: the fastest of the H100 sweep
+# channels per program; *_warps: warps per program; bwd_segments: backward launches along the sequence (each holds
+# the dB/dC partials of its segment only: peak memory). Defaults: the fastest of the H100 sweep
 # (bench/results/scan_h100_notes.md), forward and backward timed apart.
-CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1)
+CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8)
 _KEYS = tuple(CONFIG)
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -169,7 +170,7 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
 @triton.jit
 def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dy_ptr, dlast_ptr,
                 du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-                L, dim, n_tiles,
+                L, dim, n_tiles, c_start, c_count, p_len,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_gb, s_gd, s_gl, s_ob, s_od, s_ol,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
                 N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
@@ -203,12 +204,14 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
     out_row = pid_b * s_ob + dd64[:, None] * s_od  # du, ddelta, dz: [batch, dim, L] in u's layout
     b_row = B_ptr + pid_b * s_bb
     c_row = C_ptr + pid_b * s_cb
-    part = (pid_b * tl.num_programs(1) + tl.program_id(1)) * N * L  # this block's [N, L] dB/dC partials
+    # this block's [N, p_len] dB/dC partials of the segment's steps (tiles c_start .. c_start + c_count - 1)
+    part = (pid_b * tl.num_programs(1) + tl.program_id(1)) * N * p_len
+    p0 = c_start * T
     first = tt[None, :] == 0
     last = tt[None, :] == T - 1
     ones = tl.full((BD, T), 1.0, tl.float32)  # the products' start in the reverse scan's segments
-    for i in range(n_tiles):
-        c = n_tiles - 1 - i
+    for i in range(c_count):
+        c = c_start + c_count - 1 - i
         tg = c * T + tt.to(tl.int64)
         tmask = tg < L
         m2 = dmask[:, None] & tmask[None, :]
@@ -255,11 +258,11 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             ddt += gB * u + gah * A[:, None]
             du += gB * dt
             if B_SEL:  # dB_t = sum over channels of g_t delta_t u_t: this block's partial
-                tl.store(dBp_ptr + part + n * L + tg, tl.sum(g * dtu, 0), mask=tmask)
+                tl.store(dBp_ptr + part + n * p_len + (tg - p0), tl.sum(g * dtu, 0), mask=tmask)
             else:
                 dB_all = _set_column(dB_all, nn, n, _column(dB_all, nn, n) + tl.sum(g * dtu, 1))
             if C_SEL:  # dC_t = sum over channels of dy_t h_t
-                tl.store(dCp_ptr + part + n * L + tg, tl.sum(dy * h, 0), mask=tmask)
+                tl.store(dCp_ptr + part + n * p_len + (tg - p0), tl.sum(dy * h, 0), mask=tmask)
             else:
                 dC_all = _set_column(dC_all, nn, n, _column(dC_all, nn, n) + tl.sum(dy * h, 1))
         if HAS_Z:
@@ -285,28 +288,28 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
 
 
 @triton.jit
-def _sum_partials_kernel(p_ptr, out_ptr, n_part, L, NL, s_ob, s_on, s_ol, BLOCK: tl.constexpr):
-    """out[b, n, t] = sum over k in order of p[b, k, n, t] (p: contiguous [batch, n_part, N, L] fp32; out in its
-    own dtype and strides): the fixed-order reduction of the dB/dC partials, with no fp32 [batch, N, L] copy."""
+def _sum_partials_kernel(p_ptr, out_ptr, n_part, L, NL, s_pb, s_pk, s_pn, s_ob, s_on, s_ol, BLOCK: tl.constexpr):
+    """out[b, n, t] = sum over k in order of p[b, k, n, t] (p: [batch, n_part, N, >= L] fp32, steps contiguous; out
+    [batch, N, L] in its own dtype and strides): the fixed-order reduction of the dB/dC partials, with no fp32
+    [batch, N, L] copy."""
     pid_b = tl.program_id(0).to(tl.int64)
     j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = j < NL
-    src = p_ptr + pid_b * n_part * NL + j
+    n, t = j // L, j % L
+    src = p_ptr + pid_b * s_pb + n * s_pn + t
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for k in range(n_part):
-        acc += tl.load(src + k * NL, mask=mask, other=0.0)
-    n, t = j // L, j % L
+        acc += tl.load(src + k * s_pk, mask=mask, other=0.0)
     tl.store(out_ptr + pid_b * s_ob + n * s_on + t * s_ol, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _sum_partials(p: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """p: [batch, n_part, N, L] fp32 partials -> [batch, N, L] summed over n_part in order, in `like`'s dtype and
-    layout."""
-    batch, n_part, N, L = p.shape
-    out = torch.empty_like(like, memory_format=torch.preserve_format)
+def _sum_partials(p: torch.Tensor, out: torch.Tensor) -> None:
+    """out [batch, N, L] (any dtype and strides) = p [batch, n_part, N, >= L] fp32 partials summed over n_part in
+    order."""
+    batch, N, L = out.shape
     BLOCK = 1024
-    _sum_partials_kernel[(batch, triton.cdiv(N * L, BLOCK))](p, out, n_part, L, N * L, *out.stride(), BLOCK=BLOCK)
-    return out
+    _sum_partials_kernel[(batch, triton.cdiv(N * L, BLOCK))](p, out, p.shape[1], L, N * L, *p.stride()[:3],
+                                                            *out.stride(), BLOCK=BLOCK)
 
 
 @triton.jit
@@ -378,30 +381,51 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     assert states.shape == (batch, dim, n_tiles, N), "saved tile states do not match the chunk size"
     BD = c["bwd_block_d"]
     n_blk = triton.cdiv(dim, BD)
+    # the sequence in segments of whole tiles, one launch each from the last: the dB/dC partials hold one segment
+    # ([batch, n_blk, N, seg_len] fp32), the state gradient at a segment's start feeds the segment before it
+    seg_tiles = triton.cdiv(n_tiles, c["bwd_segments"])
+    n_seg = triton.cdiv(n_tiles, seg_tiles)
+    seg_len = seg_tiles * T
     f32 = dict(device=u.device, dtype=torch.float32)
     du = _like_u(u, u.dtype)
     ddelta = _like_u(u, delta.dtype)
     dz = _like_u(u, z.dtype) if z is not None else u.new_empty(0)
-    dA = torch.empty(batch, dim, N, **f32)  # per-batch partials
-    dBp = torch.empty(batch, n_blk, N, L, **f32) if B.dim() == 3 else torch.empty(batch, dim, N, **f32)
-    dCp = torch.empty(batch, n_blk, N, L, **f32) if C.dim() == 3 else torch.empty(batch, dim, N, **f32)
-    dD = torch.empty(batch, dim, **f32) if D is not None else None
-    dbias = torch.empty(batch, dim, **f32) if delta_bias is not None else None
-    dh0 = torch.empty(batch, dim, N, **f32)
+    dB = torch.empty_like(B, memory_format=torch.preserve_format)
+    dC = torch.empty_like(C, memory_format=torch.preserve_format)
+    dA = torch.empty(n_seg, batch, dim, N, **f32)  # per-segment, per-batch partials
+    dBp = torch.empty(batch, n_blk, N, seg_len, **f32) if B.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
+    dCp = torch.empty(batch, n_blk, N, seg_len, **f32) if C.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
+    dD = torch.empty(n_seg, batch, dim, **f32) if D is not None else None
+    dbias = torch.empty(n_seg, batch, dim, **f32) if delta_bias is not None else None
+    carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]  # state gradients, double-buffered
     zz = z if z is not None else u
-    _bwd_kernel[(batch, n_blk)](
-        u, delta, A, B, C, D, zz, delta_bias, states, dy, dlast,
-        du, ddelta, dz if z is not None else du, dA, dBp, dCp, dD, dbias, dh0, L, dim, n_tiles,
-        *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *du.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
-        N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_DLAST=dlast is not None,
-        SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=c["bwd_warps"])
-    # fixed-order reductions of the partials (deterministic)
-    dB = _sum_partials(dBp, B) if B.dim() == 3 else dBp.sum(0).to(B.dtype)  # [batch, N, L] or [dim, N]
-    dC = _sum_partials(dCp, C) if C.dim() == 3 else dCp.sum(0).to(C.dtype)
-    return (du, ddelta, dA.sum(0).to(A.dtype), dB, dC,
-            dD.sum(0).to(D.dtype) if D is not None else u.new_empty(0), dz,
-            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), dh0)
+    g_in = dlast
+    for s in range(n_seg - 1, -1, -1):
+        c0 = s * seg_tiles
+        count = min(n_tiles, c0 + seg_tiles) - c0
+        dh0 = carry[s % 2]
+        _bwd_kernel[(batch, n_blk)](
+            u, delta, A, B, C, D, zz, delta_bias, states, dy, g_in,
+            du, ddelta, dz if z is not None else du, dA[s], dBp if B.dim() == 3 else dBp[s],
+            dCp if C.dim() == 3 else dCp[s], dD[s] if D is not None else None,
+            dbias[s] if delta_bias is not None else None, dh0, L, dim, n_tiles, c0, count, seg_len,
+            *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *du.stride(), *A.stride(), *_bc_strides(B),
+            *_bc_strides(C), N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3,
+            C_SEL=C.dim() == 3, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            HAS_DLAST=g_in is not None, SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=c["bwd_warps"])
+        steps = slice(c0 * T, min(L, (c0 + count) * T))
+        if B.dim() == 3:  # this segment's dB, dC: fixed-order sums of the partials (deterministic)
+            _sum_partials(dBp, dB[..., steps])
+        if C.dim() == 3:
+            _sum_partials(dCp, dC[..., steps])
+        g_in = dh0
+    if B.dim() != 3:
+        dB = dBp.sum((0, 1)).to(B.dtype)  # [dim, N]
+    if C.dim() != 3:
+        dC = dCp.sum((0, 1)).to(C.dtype)
+    return (du, ddelta, dA.sum((0, 1)).to(A.dtype), dB, dC,
+            dD.sum((0, 1)).to(D.dtype) if D is not None else u.new_empty(0), dz,
+            dbias.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0), g_in)
 
 
 # ----------------------------------------------------------------------------------------------------------------
