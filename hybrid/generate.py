@@ -99,11 +99,13 @@ def run(cfg: DictConfig) -> dict:
     model = model.to(device).eval()
     given = [k for k in ("prompt", "prompt_tokens", "prompt_task") if cfg.get(k) is not None]
     if len(given) != 1:
-        raise ValueError(f"give exactly one of prompt=TEXT, prompt_tokens=[ids], prompt_task=NAME; got {given or 'none'}")
+        raise ValueError(f"give exactly one of prompt=TEXT, prompt_tokens=[ids], prompt_task=NAME; "
+                         f"got {given or 'none'}")
     if cfg.prompt_task is not None:
         task = task_for(cfg.prompt_task, run_cfg)
         if task.vocab_size > model.vocab_size:
-            raise ValueError(f"task {cfg.prompt_task} has vocab_size={task.vocab_size} > the model's {model.vocab_size}")
+            raise ValueError(f"task {cfg.prompt_task} has vocab_size={task.vocab_size}, more than the model's "
+                             f"{model.vocab_size}")
         length = int(cfg.prompt_length or task.train_length)
         inputs, targets = task.generate(seed=int(cfg.seed), split="test", step=0, batch_size=int(cfg.num_samples),
                                         length=length)

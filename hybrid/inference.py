@@ -11,10 +11,13 @@ a sampled one ("teacher forcing"). Every row thus sees exactly its own prompt fr
 inside a state, a mask or a per-row position, so its tokens are those it would get alone.
 Sampling draws with the exponential-race trick (argmax of p / Exp(1)): no host sync per token.
 """
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,8 +32,9 @@ class InferenceCache:
     def reset(self) -> None:
         """Back to the empty sequence, reusing the buffers."""
         for c in self.layers:
-            if c is not None:
-                c.reset()
+            for t in vars(c).values() if c is not None else ():
+                if isinstance(t, torch.Tensor):
+                    t.zero_()
         self.seqlen = 0
 
     def nbytes(self) -> int:
@@ -120,7 +124,12 @@ def generate(model, tokens: torch.Tensor | Sequence, max_new_tokens: int, temper
     step = model.step
     if cuda_graph or (cuda_graph is None and device.type == "cuda"):
         from hybrid.cuda_graph import GraphStep
-        step = GraphStep(model, cache)
+        try:
+            step = GraphStep(model, cache)
+        except RuntimeError as err:
+            if cuda_graph:
+                raise
+            log.warning("decoding without a CUDA graph: capturing the step failed (%s)", str(err).splitlines()[0])
 
     out = torch.full((batch, total), pad, dtype=torch.long, device=device)
     out[:, :max_len] = prompts

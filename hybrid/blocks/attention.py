@@ -31,11 +31,6 @@ class KVCache:
     v: torch.Tensor
     length: torch.Tensor
 
-    def reset(self) -> None:
-        self.k.zero_()
-        self.v.zero_()
-        self.length.zero_()
-
 
 class Attention(nn.Module):
     """forward: x [batch, L, d_model] -> [batch, L, d_model]. rope_base=None turns RoPE off (Jamba uses none).

@@ -23,10 +23,6 @@ class MambaCache:
     conv_state: torch.Tensor
     ssm_state: torch.Tensor
 
-    def reset(self) -> None:
-        self.conv_state.zero_()
-        self.ssm_state.zero_()
-
 
 def allocate(mixer, batch_size: int, dtype=None, device=None) -> MambaCache:
     """Zero states for `batch_size` sequences, on the mixer's device and in its weights' dtype by default."""

@@ -32,9 +32,16 @@ class MoE(nn.Module):
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int, dtype=None, device=None) -> None:
         return None  # stateless: each token routed on its own
 
-    def step(self, x: torch.Tensor, cache=None):
-        """One token x [batch, d_model] -> (y [batch, d_model], aux) as forward."""
-        return self(x)
+    def step(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        """One token per sequence x [batch, d_model] -> [batch, d_model]: every expert runs on the batch, weighted by
+        the router (zero for the experts not chosen), so shapes are static and nothing syncs with the host (a CUDA
+        graph can capture it; forward's routing by index needs the host to know the token counts)."""
+        probs = F.softmax(self.router(x).float(), dim=-1)  # [batch, n_experts]
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(-1, keepdim=True)
+        dense = torch.zeros_like(probs).scatter(-1, chosen, weights).to(x.dtype)  # [batch, n_experts]
+        return sum(expert(x) * dense[:, e, None] for e, expert in enumerate(self.experts))
 
     def forward(self, x: torch.Tensor, cache=None):
         shape = x.shape

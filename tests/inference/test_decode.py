@@ -31,7 +31,9 @@ def config_model(name: str) -> HybridLM:
     with initialize_config_dir(CONF, version_base="1.3"):
         cfg = compose("describe", overrides=[f"model={name}", f"model.vocab_size={VOCAB}", "model.d_model=16",
                                              "model.blocks.M.d_state=4", "model.blocks.A.n_heads=2",
-                                             "model.blocks.F.d_hidden=24", "model.blocks.E.d_hidden=24"])
+                                             "model.blocks.F.d_hidden=24", "model.blocks.E.d_hidden=24",
+                                             "model.blocks.S.d_state=4", "model.blocks.S.headdim=8",
+                                             "model.blocks.S.chunk_size=16"])
     torch.manual_seed(0)
     return perturb(instantiate(cfg.model))
 
