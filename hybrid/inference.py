@@ -101,6 +101,29 @@ def pad_prompts(tokens, lengths=None, pad: int = 0, device=None) -> tuple[torch.
     return padded, lengths
 
 
+def graph_for(model, batch: int, total: int, strict: bool):
+    """(cache, captured step) for `batch` sequences of `total` tokens, reused across generate calls of the same
+    shape as mamba-ssm's generate(cg=True) does (held on the model as `_decoding`; the cache is reset, in place).
+    (None, model.step) when capture fails and not `strict`."""
+    key = (batch, total, next(model.parameters()).dtype)
+    held = getattr(model, "_decoding", None)
+    if held is not None and held[0] == key:
+        held[1].reset()
+        return held[1], held[2]
+    model._decoding = None  # free the previous shape's cache before allocating this one
+    from hybrid.cuda_graph import GraphStep
+    cache = model.allocate_inference_cache(batch, total)
+    try:
+        step = GraphStep(model, cache)
+    except RuntimeError as err:
+        if strict:
+            raise
+        log.warning("decoding without a CUDA graph: capturing the step failed (%s)", str(err).splitlines()[0])
+        return None, model.step
+    model._decoding = (key, cache, step)
+    return cache, step
+
+
 @torch.no_grad()
 def generate(model, tokens: torch.Tensor | Sequence, max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
@@ -120,16 +143,11 @@ def generate(model, tokens: torch.Tensor | Sequence, max_new_tokens: int, temper
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(int(seed))
-    cache = model.allocate_inference_cache(batch, total)
-    step = model.step
+    cache, step = None, model.step
     if cuda_graph or (cuda_graph is None and device.type == "cuda"):
-        from hybrid.cuda_graph import GraphStep
-        try:
-            step = GraphStep(model, cache)
-        except RuntimeError as err:
-            if cuda_graph:
-                raise
-            log.warning("decoding without a CUDA graph: capturing the step failed (%s)", str(err).splitlines()[0])
+        cache, step = graph_for(model, batch, total, strict=bool(cuda_graph))
+    if cache is None:
+        cache = model.allocate_inference_cache(batch, total)
 
     out = torch.full((batch, total), pad, dtype=torch.long, device=device)
     out[:, :max_len] = prompts
