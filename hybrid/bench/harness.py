@@ -63,13 +63,14 @@ def output_path(parser: argparse.ArgumentParser, args, bench: str, defaults: dic
     return RESULTS / f"{bench}_{args.device}.json"
 
 
-def write_rows(path: Path, bench: str, env: dict, rows: list[dict], **extra) -> None:
+def write_rows(path: Path, bench: str, env: dict, rows: list[dict], quiet: bool = False, **extra) -> None:
     """Long-format JSON: {"bench", the environment, "time", extra keys, "rows": [{..., device, versions, commit}]}."""
     rows = [dict(r, device=env["device"], versions=env["versions"], commit=env["commit"]) for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"bench": bench, **env, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
                                 "rows": rows}, indent=1) + "\n")
-    print(f"wrote {path} ({len(rows)} rows)")
+    if not quiet:
+        print(f"wrote {path} ({len(rows)} rows)")
 
 
 def cpu_timing(step, budget_s=0.2, min_reps=3, max_reps=30):

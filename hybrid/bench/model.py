@@ -11,11 +11,12 @@ AdamW state and activations); first_call_ms: the first step, which holds Triton'
 Block rows (op "block"): each mixer alone (M per scan backend, A, F, E, mamba-ssm's Mamba) at batch x L x d_model,
 fwd and fwd+bwd, timed by hybrid.bench.harness.measure.
 
-Shapes: CUDA batch 8 x L 2048, vocab 50304, d_model 1024, 24 sublayers, 10 timed steps; CPU (a smoke run, also
+Shapes: CUDA batch 8 x L 2048, vocab 50304, d_model 1024, 24 sublayers, 6 timed steps; CPU (a smoke run, also
 a test): batch 2 x L 32, vocab 256, d_model 32, 8 sublayers, 2 timed steps. Rows go to bench/results/model_<device>.json.
 """
 import argparse
 import gc
+import json
 import statistics
 import sys
 import time
@@ -29,7 +30,7 @@ from hybrid.blocks import MIXERS
 from hybrid.model import HybridLM
 
 STACKS = {"mamba": "M", "jamba": "MFMFMFAF", "jamba_moe": "MEMFMEAF", "transformer": "AF"}
-SHAPES = {"cuda": dict(batch=8, length=2048, vocab=50304, d_model=1024, layers=24, steps=10),
+SHAPES = {"cuda": dict(batch=8, length=2048, vocab=50304, d_model=1024, layers=24, steps=6),
           "cpu": dict(batch=2, length=32, vocab=256, d_model=32, layers=8, steps=2)}
 MOE = {"n_experts": 8, "top_k": 2}
 
@@ -118,7 +119,8 @@ def free(device):
         torch.cuda.empty_cache()
 
 
-def run(args, backends, with_mamba_ssm) -> list[dict]:
+def run(args, backends, with_mamba_ssm, save=lambda rows: None) -> list[dict]:
+    """All rows; save(rows) after each one (a run cut short keeps what it measured)."""
     device, rows = args.device, []
     tokens = torch.randint(0, args.vocab, (args.batch, args.length),
                            generator=torch.Generator().manual_seed(0)).to(device)  # [batch, L]
@@ -136,6 +138,7 @@ def run(args, backends, with_mamba_ssm) -> list[dict]:
         model = None
         free(device)
         rows.append(row)
+        save(rows)
         print(f"  {provider} scan={backend}: {row.get('tokens_per_s', row.get('error'))}", file=sys.stderr, flush=True)
     if args.no_blocks:
         return rows
@@ -152,6 +155,7 @@ def run(args, backends, with_mamba_ssm) -> list[dict]:
                              **safe_measure(fn, {"x": x}, mode, device)))
         module = None
         free(device)
+        save(rows)
     return rows
 
 
@@ -175,6 +179,7 @@ def main(argv=None) -> int:
                    help="scan backends of the Mamba stacks (default: CUDA triton and mamba_ssm where installed; "
                         "CPU reference)")
     p.add_argument("--no-blocks", action="store_true", help="skip the block rows")
+    p.add_argument("--config", type=json.loads, help="our scan kernels' tile shapes: JSON with some of CONFIG's keys")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, help="JSON file (default: bench/results/model_<device>.json, default shapes only)")
     args = p.parse_args(argv)
@@ -182,7 +187,7 @@ def main(argv=None) -> int:
         print("--device cuda: no CUDA device is visible to torch", file=sys.stderr)
         return 2
     out = output_path(p, args, "model", dict(batch=None, length=None, vocab=None, d_model=None, layers=None,
-                                             steps=None, backends=None))
+                                             steps=None, backends=None, config=None))
     for k, v in SHAPES[args.device].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -191,11 +196,17 @@ def main(argv=None) -> int:
     with_mamba_ssm = args.device == "cuda" and mamba_ssm_installed()
     backends = args.backends or (["triton"] + ["mamba_ssm"] * with_mamba_ssm if args.device == "cuda"
                                  else ["reference"])
+    if args.config:
+        from hybrid.kernels.selective_scan import triton as ours
+        ours.make_cfg(None, args.config)  # checks the keys and values
+        ours.CONFIG.update(args.config)
     env = environment(args.device)
+    shape = {k: getattr(args, k) for k in SHAPES["cuda"]}
     t0 = time.perf_counter()
-    rows = run(args, backends, with_mamba_ssm)
+    rows = run(args, backends, with_mamba_ssm,
+               save=lambda rows: write_rows(out, "model", env, rows, shape=shape, quiet=True))
     print_table(rows)
-    write_rows(out, "model", env, rows, shape={k: getattr(args, k) for k in SHAPES["cuda"]})
+    write_rows(out, "model", env, rows, shape=shape)
     print(f"{args.device}: {env['device']}; {time.perf_counter() - t0:.0f} s")
     return 0
 
