@@ -16,7 +16,8 @@ class UsageError(ValueError):
     """A value the user gave that cannot run; the message names it and what is allowed."""
 
 
-def _int(key: str, value, minimum: int | None = 1, allow_none: bool = False):
+def check_int(key: str, value, minimum: int | None = 1, allow_none: bool = False) -> None:
+    """value is an integer >= minimum (None allowed with allow_none); else a UsageError naming key and value."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int):
@@ -50,16 +51,16 @@ def check_model(model: DictConfig, prefix: str = "model") -> None:
     """Sizes >= 1 and known backends in a model config (conf/model/*.yaml, conf/block/*.yaml)."""
     if model is None or "d_model" not in model:  # model=from_checkpoint: the checkpoint holds the sizes
         return
-    _int(f"{prefix}.d_model", model.d_model)
+    check_int(f"{prefix}.d_model", model.d_model)
     for symbol, block in (model.get("blocks") or {}).items():
         name = f"{prefix}.blocks.{symbol}"
         for key in ("d_state", "d_conv", "expand", "n_heads", "n_experts", "top_k", "head_dim", "n_groups",
                     "chunk_size"):
             if key in block:
-                _int(f"{name}.{key}", block[key])
+                check_int(f"{name}.{key}", block[key])
         for key in ("n_kv_heads", "d_hidden"):
             if key in block:
-                _int(f"{name}.{key}", block[key], allow_none=True)
+                check_int(f"{name}.{key}", block[key], allow_none=True)
         if "scan_backend" in block:
             from hybrid.kernels.selective_scan import BACKENDS
             if block.scan_backend not in BACKENDS:
@@ -74,16 +75,16 @@ def check_model(model: DictConfig, prefix: str = "model") -> None:
 
 def check_run(cfg: DictConfig) -> None:
     """The run-level keys of conf/train.yaml: seed, steps, intervals, learning rate, resume."""
-    _int("seed", cfg.seed, minimum=0)
-    _int("checkpoint_every", cfg.checkpoint_every)
-    _int("trainer.max_steps", _get(cfg, "trainer.max_steps"))
+    check_int("seed", cfg.seed, minimum=0)
+    check_int("checkpoint_every", cfg.checkpoint_every)
+    check_int("trainer.max_steps", _get(cfg, "trainer.max_steps"))
     interval = _get(cfg, "trainer.val_check_interval")
     if isinstance(interval, float) and not interval.is_integer():
         if not 0 < interval <= 1:
             raise UsageError(f"trainer.val_check_interval={interval} is out of range; a fraction must be in (0, 1], "
                              f"a number of steps an integer >= 1.")
     else:
-        _int("trainer.val_check_interval", interval, allow_none=True)
+        check_int("trainer.val_check_interval", interval, allow_none=True)
     _positive("lit.optimizer.lr", _get(cfg, "lit.optimizer.lr"))
     resume = cfg.get("resume")
     if resume not in (None, "force"):

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from hybrid import layout as layouts
 from hybrid.blocks import NAMES
+from hybrid.checks import check_int, check_model, exit_on_usage_error
 from hybrid.model import HybridLM
 
 
@@ -47,7 +48,11 @@ def describe(model: HybridLM, seq_len: int) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="describe")
+@exit_on_usage_error
 def main(cfg: DictConfig) -> None:
+    """Usage errors (seq_len, sizes, backends) exit with status 2 before the model is built."""
+    check_int("seq_len", cfg.seq_len)
+    check_model(cfg.model)
     with torch.device("meta"):
         model = instantiate(cfg.model)
     print(describe(model, cfg.seq_len))

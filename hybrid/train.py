@@ -7,7 +7,9 @@ resumes from it; a finished run re-run only re-evaluates. Sweep points run isola
 Exit status: 0 done; 1 the run failed (result.json says why); 2 a usage error (nothing written); 75 the run
 directory is in use by another process; 130 / 143 stopped by Ctrl-C / SIGTERM (resume by re-running).
 """
+import contextlib
 import logging
+import shutil
 import time
 import traceback
 import warnings
@@ -22,7 +24,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid import rundir
+from hybrid import ranks, rundir
 from hybrid.atomic import AtomicCheckpointIO, write_text
 from hybrid.checks import UsageError, check_run, exit_on_usage_error
 from hybrid.records import RunRecord, record_failure
@@ -58,12 +60,14 @@ def train(cfg: DictConfig) -> dict:
                          bytes_per_token=getattr(datamodule, "bytes_per_token", None))
     config = OmegaConf.to_container(cfg, resolve=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with rundir.lock(run_dir):
+    rank_zero = ranks.launch_rank() == 0  # DDP/FSDP: the other ranks run this too, and leave the files to rank 0
+    with rundir.lock(run_dir) if rank_zero else contextlib.nullcontext():
         resume_from = rundir.last_checkpoint(run_dir)
         changes = rundir.check_resume(run_dir, config, force=cfg.get("resume") == "force") if resume_from else []
         extra = {"resume": "force", "config_changes": changes} if changes else {}
         record = RunRecord(run_dir, config, model.pattern, cfg.seed, resume_from, extra)
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if rank_zero:
+            write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         if trainer_cfg.get("precision") is None:  # bf16 autocast on a GPU, exact fp32 on the CPU
@@ -75,7 +79,8 @@ def train(cfg: DictConfig) -> dict:
                               plugins=[AtomicCheckpointIO()])
         if resume_from:
             log.info("resuming from %s%s", resume_from, f" with changes {changes} (resume=force)" if changes else "")
-            rundir.keep_metrics_history(run_dir)
+            if rank_zero:
+                rundir.keep_metrics_history(run_dir)
         record.start()
         try:
             with stop_on_signals():
@@ -92,7 +97,8 @@ def train(cfg: DictConfig) -> dict:
             record.fail(reason)
             raise FloatingPointError(reason) from e
         result = record.complete(trainer, metrics)
-    print(summary_table(metrics, run_dir, result["seconds"]))
+    if rank_zero:
+        print(summary_table(metrics, run_dir, result["seconds"]))
     return result
 
 
@@ -113,13 +119,24 @@ def run_recorded(cfg: DictConfig) -> dict:
         raise
 
 
+def remove_hydra_leftovers(run_dir: Path) -> None:
+    """After a usage error: remove what Hydra wrote before the run was checked (.hydra/, train.log), when the
+    directory holds nothing else, so a refused command leaves no run directory behind."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_usage_error
 def main(cfg: DictConfig) -> dict:
     """A single run trains in this process; a multirun (-m) runs each point in a child process
     (hybrid.sweep.isolation) and summarises the sweep (hybrid.sweep.summary)."""
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return run_recorded(cfg)
+        try:
+            return run_recorded(cfg)
+        except UsageError:
+            remove_hydra_leftovers(Path(cfg.run_dir).resolve())
+            raise
     return isolation.run_point(cfg, isolation.launcher_settings(HydraConfig.get()))
 
 
