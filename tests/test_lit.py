@@ -1,0 +1,96 @@
+"""The LightningModule's training-step bookkeeping: a non-finite loss is caught (on the device, checked later),
+evaluation sums add up, the progress line appears when the progress bar is off, the compile option checks."""
+import logging
+
+import lightning as L
+import pytest
+import torch
+
+from hybrid.lit import HybridLitModule, answer_stats
+from hybrid.model import HybridLM
+from hybrid.progress import ProgressLog
+from hybrid.tasks.datamodule import TaskDataModule
+from hybrid.tasks.mqar import MQARConfig
+
+
+def module(**kwargs) -> HybridLitModule:
+    torch.manual_seed(0)
+    model = HybridLM(16, 8, "MAF", blocks={"M": {"d_state": 2}, "A": {"n_heads": 2}})
+    return HybridLitModule(model, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3), **kwargs)
+
+
+def test_answer_stats_counts_only_answers():
+    logits = torch.randn(2, 5, 7, dtype=torch.float64)
+    targets = torch.full((2, 5), -100)
+    targets[0, 1], targets[1, 4] = 3, logits[1, 4].argmax()
+    loss_sum, correct, count = answer_stats(logits, targets)
+    assert count == 2 and correct == 1 + int(logits[0, 1].argmax() == 3)
+    expected = -(logits[0, 1].log_softmax(-1)[3] + logits[1, 4].log_softmax(-1).max())
+    assert torch.allclose(loss_sum.double(), expected)
+
+
+class Stepped(HybridLitModule):
+    """global_step set by hand (Lightning's reads the trainer)."""
+    step = 0
+
+    @property
+    def global_step(self) -> int:
+        return self.step
+
+
+def test_first_nonfinite_step_is_remembered_and_reported():
+    torch.manual_seed(0)
+    m = Stepped(HybridLM(16, 8, "F"), optimizer=torch.optim.AdamW)
+    m.check_finite()  # nothing seen yet
+    for step, loss in enumerate([1.0, 2.0, float("nan"), float("inf"), 3.0]):
+        m.step = step
+        m._note_nonfinite(torch.tensor(loss))
+        if step < 2:
+            m.check_finite()
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 2"):
+        m.check_finite()
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="finite_check_every=0"):
+        module(finite_check_every=0)
+    with pytest.raises(ValueError, match="compile='fast'.*reduce-overhead"):
+        module(compile="fast")
+
+
+def test_compile_option_compiles_in_place_and_keeps_the_state_dict():
+    m = module(compile="default")
+    keys = list(m.state_dict())
+    m.configure_model()
+    assert m.model._compiled_call_impl is not None and list(m.state_dict()) == keys
+
+
+def test_evaluation_sums_over_batches():
+    m = module(eval_names=["L16"])
+    x = torch.randint(0, 16, (3, 16))
+    y = torch.where(torch.rand(3, 16) < 0.5, x, torch.full_like(x, -100))
+    m._eval_step((x, y), 0)
+    m._eval_step((x, y), 0)
+    assert torch.equal(m._val[0], 2 * torch.stack([s.double() for s in answer_stats(m.model(x).logits, y)]))
+
+
+def test_progress_line_when_the_bar_is_off(tmp_path, caplog):
+    dm = TaskDataModule(MQARConfig(vocab_size=16, num_kv_pairs=2, train_length=16, eval_lengths=[16]),
+                        batch_size=2, eval_batches=1)
+    m = module(progress_every_s=1e-9, eval_names=dm.eval_names)
+    trainer = L.Trainer(max_steps=3, val_check_interval=3, enable_progress_bar=False, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        accelerator="cpu")
+    with caplog.at_level(logging.INFO, logger="hybrid.progress"):
+        trainer.fit(m, datamodule=dm)
+    lines = [r.getMessage() for r in caplog.records if r.name == "hybrid.progress"]
+    assert any(line.startswith("step 2/3") and "steps/s" in line for line in lines)
+    assert any("val/acc_L16" in line for line in lines)
+    assert any(isinstance(c, ProgressLog) for c in trainer.callbacks)
+
+
+def test_no_progress_line_with_the_bar_on(tmp_path):
+    m = module()
+    trainer = L.Trainer(max_steps=1, enable_progress_bar=True, logger=False, accelerator="cpu")
+    m.trainer = trainer
+    assert m.configure_callbacks() == []
