@@ -271,7 +271,13 @@ class CorpusConfig(TaskConfig):
         if self.max_bytes is not None and int(self.max_bytes) < 1:
             raise ValueError(f"{name}.max_bytes={self.max_bytes}; must be >= 1 or null")
         super().validate()  # lengths >= 1, eval_lengths not empty
-        self.splits()  # build or read the corpus now: a bad file or folder fails before training
+
+    def prepare(self) -> None:
+        """validate(), then build the corpus (or read its cache) and check that every length fits its split: a
+        bad file or folder fails here, before training (CorpusDataModule.prepare_data calls this)."""
+        name = type(self).__name__
+        self.validate()
+        self.splits()
         checks = [("train", "train_length", self.train_length)]
         checks += [(s, "eval_lengths", n) for n in self.eval_lengths for s in ("validation", "test")]
         for split, what, length in checks:

@@ -3,8 +3,9 @@ tasks/text.py) and saying that its tokens are bytes.
 
 Everything else is inherited: the training stream is batch s = task.generate(seed, "train", s), so the state
 (`batches_consumed`) resumes exactly; evaluation sets are fixed windows per eval length ("L256", "L1024").
-The corpus is built (or read from its Arrow cache) when the task is validated, in __init__; `prepare_data`
-builds it too, so under DDP rank 0 builds while the others wait on the cache's file lock.
+Only cheap checks run in __init__; the corpus is built (or read from its Arrow cache) in `prepare_data`, which
+Lightning calls once per node before training, and read again in `setup` on every process (under DDP the other
+ranks wait on the cache's file lock). Used without a Trainer, the first batch builds it.
 """
 from collections.abc import Mapping
 
@@ -28,4 +29,7 @@ class CorpusDataModule(TaskDataModule):
         return self.task.bytes_per_token
 
     def prepare_data(self) -> None:
-        self.task.splits()
+        self.task.prepare()
+
+    def setup(self, stage: str) -> None:
+        self.task.prepare()

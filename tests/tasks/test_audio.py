@@ -82,7 +82,7 @@ def test_unreachable_sample_rate_is_an_error():
     with pytest.raises(ValueError, match="new_rate=0"):
         resample(torch.zeros(10), 44100, 0)
     with pytest.raises(ValueError, match="AudioConfig.sample_rate=-8000; must be a positive whole number"):
-        AudioConfig(sample_rate=-8000).validate()
+        AudioConfig(sample_rate=-8000).prepare()
 
 
 # -- the generator and the folder path --------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_folder_tokens_equal_direct_decoding(tmp_path, cache):
     (folder / "notes.txt").write_text("not audio")
     cfg = AudioConfig(source="folder", data_dir=str(folder), cache_dir=cache, train_length=16, eval_lengths=[16],
                       val_fraction=1 / 3, test_fraction=1 / 3, shuffle_documents=False)
-    cfg.validate()
+    cfg.prepare()
     splits = cfg.splits()
     for split, name in zip(["train", "validation", "test"], ["a.wav", "c.wav", "sub/b.flac"]):
         expected = audio_to_tokens(*read_audio(folder / name), 16000)
@@ -115,7 +115,7 @@ def test_folder_tokens_equal_direct_decoding(tmp_path, cache):
 
 def test_corpus_is_cached_and_shared(cache, monkeypatch):
     first = small(cache)
-    first.validate()
+    first.prepare()
     path = first.corpus_path()
     assert (path / "corpus.json").exists() and (path / "dataset_info.json").exists()  # datasets' save_to_disk
     again = small(cache)
@@ -131,7 +131,7 @@ def test_own_split_folders_are_used(tmp_path, cache):
         for i in range(n):
             sine_file(tmp_path / split / f"{i}.wav", 16000, freq=200 + 100 * i)
     cfg = AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache, train_length=16, eval_lengths=[16])
-    cfg.validate()
+    cfg.prepare()
     assert [len(cfg.splits()[s].lengths) for s in ("train", "validation", "test")] == [2, 1, 1]
 
 
@@ -169,13 +169,13 @@ def test_generate_is_seeded_and_eval_ignores_the_run_seed(cache):
 def test_folder_without_audio_is_an_error(tmp_path, cache):
     (tmp_path / "readme.txt").write_text("no audio here")
     with pytest.raises(FileNotFoundError, match="no audio files"):
-        AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache).validate()
+        AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache).prepare()
     with pytest.raises(FileNotFoundError, match="is not a directory"):
-        AudioConfig(source="folder", data_dir=str(tmp_path / "missing"), cache_dir=cache).validate()
+        AudioConfig(source="folder", data_dir=str(tmp_path / "missing"), cache_dir=cache).prepare()
     with pytest.raises(ValueError, match="needs data_dir"):
-        AudioConfig(source="folder").validate()
+        AudioConfig(source="folder").prepare()
     with pytest.raises(ValueError, match="source='youtube'; allowed"):
-        AudioConfig(source="youtube").validate()
+        AudioConfig(source="youtube").prepare()
 
 
 def test_unreadable_file_error_or_skip(tmp_path, cache, caplog):
@@ -185,38 +185,38 @@ def test_unreadable_file_error_or_skip(tmp_path, cache, caplog):
     args = {"source": "folder", "data_dir": str(tmp_path), "cache_dir": cache, "train_length": 16,
             "eval_lengths": [16], "val_fraction": 0.25, "test_fraction": 0.25}
     with pytest.raises(ValueError, match=r"1 unreadable file\(s\).*broken\.wav.*on_bad_file=skip"):
-        AudioConfig(**args).validate()
+        AudioConfig(**args).prepare()
     with caplog.at_level(logging.WARNING):
         cfg = AudioConfig(**args, on_bad_file="skip")
-        cfg.validate()
+        cfg.prepare()
     assert "broken.wav" in caplog.text
     assert sum(len(c) for c in cfg.splits().values()) == 3 * 4800  # three 0.3 s files, the bad one left out
     with pytest.raises(ValueError, match="on_bad_file='ignore'; allowed: error, skip"):
-        AudioConfig(**{**args, "on_bad_file": "ignore"}).validate()
+        AudioConfig(**{**args, "on_bad_file": "ignore"}).prepare()
 
 
 def test_every_file_unreadable_is_an_error_even_when_skipping(tmp_path, cache):
     (tmp_path / "x.wav").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="no readable documents.*x.wav"):
-        AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache, on_bad_file="skip").validate()
+        AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache, on_bad_file="skip").prepare()
 
 
 def test_window_longer_than_every_file_is_an_error(cache):
     with pytest.raises(ValueError, match=r"eval_lengths=8000: a window of 8001 tokens is longer than every file of "
                                          r"the validation split .*longest: 8000 tokens = 0.500 s at 16000 Hz"):
-        small(cache, eval_lengths=[64, 8000]).validate()
+        small(cache, eval_lengths=[64, 8000]).prepare()
 
 
 def test_file_at_an_unreachable_rate_is_an_error_naming_it(tmp_path, cache):
     sine_file(tmp_path / "odd.wav", 16001)
     with pytest.raises(ValueError, match=r"odd\.wav: cannot resample 16001 Hz to 16000 Hz"):
-        AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache).validate()
+        AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache).prepare()
     with pytest.raises(ValueError, match=r"piece_0000\.wav: cannot resample 16000 Hz to 16001 Hz"):
-        small(cache, sample_rate=16001).validate()
+        small(cache, sample_rate=16001).prepare()
     for i in range(3):  # the same odd rate everywhere needs no resampling at all
         sine_file(tmp_path / f"odd{i}.wav", 16001)
     AudioConfig(source="folder", data_dir=str(tmp_path), cache_dir=cache, sample_rate=16001, train_length=16,
-                eval_lengths=[16], val_fraction=0.25, test_fraction=0.25).validate()
+                eval_lengths=[16], val_fraction=0.25, test_fraction=0.25).prepare()
 
 
 # -- the data module ----------------------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_spoken_digits_need_espeak_ng(tmp_path, monkeypatch):
 def test_spoken_digits_corpus(cache):
     cfg = AudioConfig(source="spoken_digits", digits_count=6, cache_dir=cache, train_length=64, eval_lengths=[64],
                       val_fraction=0.2, test_fraction=0.2)
-    cfg.validate()
+    cfg.prepare()
     files = sorted(cfg.folder().glob("*.wav"))
     assert len(files) == 6 and all(f.stem.split("_")[0] in audio_synth_digits() for f in files)
     samples, rate = read_audio(files[0])

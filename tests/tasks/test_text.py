@@ -35,7 +35,7 @@ def joined(cfg):
 
 def test_stdlib_default_is_the_sorted_stdlib_bytes(cache):
     cfg = TextConfig(cache_dir=cache, train_length=64, eval_lengths=[64, 128])
-    cfg.validate()
+    cfg.prepare()
     files = stdlib_files()
     assert len(files) > 50 and files == sorted(files) and all(f.suffix == ".py" for f in files)
     expected = np.frombuffer(b"".join(f.read_bytes() for f in files), dtype=np.uint8)
@@ -54,14 +54,14 @@ def test_files_folders_and_globs(corpus_dir, cache):
                                                                                      corpus_dir / "z.txt"]
     cfg = TextConfig(source="files", paths=[str(corpus_dir)], cache_dir=cache, train_length=8, eval_lengths=[8],
                      val_fraction=0.2, test_fraction=0.2)
-    cfg.validate()
+    cfg.prepare()
     raw = (corpus_dir / "a.txt").read_bytes() + (corpus_dir / "b" / "c.md").read_bytes() + bytes(range(256))
     assert np.array_equal(joined(cfg), np.frombuffer(raw, dtype=np.uint8))
     windows = torch.cat([cfg.generate(seed=0, split="train", step=s, batch_size=64, length=8)[0] for s in range(4)])
     assert windows.max() > 127  # raw bytes: the UTF-8 of "ü" and "ß" is two bytes each, above 127
     capped = TextConfig(source="files", paths=[str(corpus_dir)], cache_dir=cache, train_length=8, eval_lengths=[8],
                         max_bytes=100, val_fraction=0.2, test_fraction=0.2)
-    capped.validate()
+    capped.prepare()
     assert joined(capped).tobytes() == raw[:100] and capped.corpus_path() == cfg.corpus_path()
 
 
@@ -71,35 +71,35 @@ def test_datasets_source_offline(tmp_path, cache):
     data.write_text("\n".join(json.dumps(r) for r in rows))
     cfg = TextConfig(source="hf", hf_path="json", hf_data_files=[str(data)], cache_dir=cache, train_length=8,
                      eval_lengths=[8], val_fraction=0.2, test_fraction=0.2)
-    cfg.validate()
+    cfg.prepare()
     expected = "".join(r["text"] for r in rows).encode("utf-8")
     assert joined(cfg).tobytes() == expected
     with pytest.raises(ValueError, match="text_column='body' is not a column.*\\['text', 'id'\\]"):
         TextConfig(source="hf", hf_path="json", hf_data_files=str(data), text_column="body", cache_dir=cache,
-                   train_length=8, eval_lengths=[8]).validate()
+                   train_length=8, eval_lengths=[8]).prepare()
 
 
 def test_errors(tmp_path, cache):
     with pytest.raises(FileNotFoundError, match="is not a file, folder or glob pattern with matches"):
-        TextConfig(source="files", paths=[str(tmp_path / "nope.txt")], cache_dir=cache).validate()
+        TextConfig(source="files", paths=[str(tmp_path / "nope.txt")], cache_dir=cache).prepare()
     with pytest.raises(ValueError, match="needs paths"):
-        TextConfig(source="files").validate()
+        TextConfig(source="files").prepare()
     with pytest.raises(ValueError, match="needs hf_path"):
-        TextConfig(source="hf").validate()
+        TextConfig(source="hf").prepare()
     with pytest.raises(ValueError, match="source='web'; allowed: stdlib, files, hf"):
-        TextConfig(source="web").validate()
+        TextConfig(source="web").prepare()
     with pytest.raises(ValueError, match="vocab_size=300; byte tokens need 256"):
-        TextConfig(vocab_size=300).validate()
+        TextConfig(vocab_size=300).prepare()
     with pytest.raises(ValueError, match="val_fraction \\+ test_fraction = 1.0"):
-        TextConfig(val_fraction=0.5, test_fraction=0.5).validate()
+        TextConfig(val_fraction=0.5, test_fraction=0.5).prepare()
     (tmp_path / "short.txt").write_bytes(b"x" * 200)
     with pytest.raises(ValueError, match="eval_lengths=64: a window of 65 tokens is longer than the whole "
                                          "validation split .*\\(10 tokens\\)"):
         TextConfig(source="files", paths=[str(tmp_path / "short.txt")], cache_dir=cache, train_length=32,
-                   eval_lengths=[64]).validate()
+                   eval_lengths=[64]).prepare()
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(ValueError, match="no readable documents"):
-        TextConfig(source="files", paths=[str(tmp_path / "empty.txt")], cache_dir=cache).validate()
+        TextConfig(source="files", paths=[str(tmp_path / "empty.txt")], cache_dir=cache).prepare()
 
 
 def test_datamodule_resume_continues_the_stream(corpus_dir, cache):
