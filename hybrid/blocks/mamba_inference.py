@@ -9,6 +9,8 @@ parameters. The state after t tokens is everything the mixer needs to continue, 
 Prefill runs the parallel kernels (the conv over [conv_state history | x], the scan with `initial_state` and
 `return_last_state`), so a prompt of any length costs one parallel pass; a step costs O(1) in the sequence length.
 """
+import importlib.util
+import os
 from dataclasses import dataclass
 
 import torch
@@ -35,17 +37,16 @@ def allocate(mixer, batch_size: int, dtype=None, device=None) -> MambaCache:
 
 def ssm_inputs(mixer, u: torch.Tensor):
     """The scan's inputs from the conv's output u [batch, d_inner, L] (as the training forward makes them):
-    delta [batch, d_inner, L] (before bias and softplus), A [d_inner, N] fp32, B and C [batch, N, L]
-    (selective) or [d_inner, N] (LTI), delta_bias [d_inner] fp32."""
+    delta [batch, d_inner, L] (before bias and softplus), B and C [batch, N, L] (selective) or [d_inner, N] (LTI),
+    delta_bias [d_inner] fp32."""
     batch, _, L = u.shape
-    A = -torch.exp(mixer.A_log.float())
     if not mixer.selective:
-        return u.new_zeros(batch, mixer.d_inner, L), A, mixer.B, mixer.C, mixer.dt_bias.float()
+        return u.new_zeros(batch, mixer.d_inner, L), mixer.B, mixer.C, mixer.dt_bias.float()
     dt, B, C = mixer.x_proj(u.transpose(1, 2)).split([mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
     if mixer.dt_bc_norm:
         dt, B, C = mixer.dt_layernorm(dt), mixer.b_layernorm(B), mixer.c_layernorm(C)
     delta = (dt @ mixer.dt_proj.weight.T).transpose(1, 2)
-    return delta, A, B.transpose(1, 2), C.transpose(1, 2), mixer.dt_proj.bias.float()
+    return delta, B.transpose(1, 2), C.transpose(1, 2), mixer.dt_proj.bias.float()
 
 
 def _split_gate(mixer, xz: torch.Tensor):
@@ -60,7 +61,8 @@ def prefill(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
     cache.conv_state.copy_(history[..., -mixer.d_conv:])
     conv = mixer.conv1d
     u = F.silu(F.conv1d(history, conv.weight, conv.bias, groups=mixer.d_inner))  # [batch, d_inner, L]
-    delta, A, B, C, delta_bias = ssm_inputs(mixer, u)
+    delta, B, C, delta_bias = ssm_inputs(mixer, u)
+    A = -torch.exp(mixer.A_log.float())
     backend = mixer.scan_backend
     if resolve_backend(backend, u.device) == "mamba_ssm":  # its kernel takes no initial state
         backend = "auto"
@@ -71,10 +73,23 @@ def prefill(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
     return mixer.out_proj(y.transpose(1, 2))
 
 
-def step(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
+def fused_available(device: torch.device) -> bool:
+    """The Triton step kernels run here: on CUDA, or on the CPU under TRITON_INTERPRET=1."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def step(mixer, x: torch.Tensor, cache: MambaCache, backend: str = "auto") -> torch.Tensor:
     """One token x [batch, d_model] -> [batch, d_model]; the conv and SSM states advance in place.
 
-    The recurrence in fp32: h = exp(dt A) h + dt B u ; y = C.h + D u ; y *= silu(z)."""
+    The recurrence in fp32: h = exp(dt A) h + dt B u ; y = C.h + D u ; y *= silu(z).
+    backend: "torch" (plain ops), "triton" (the fused kernels of hybrid.kernels.mamba_step), "auto" (triton on
+    CUDA)."""
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"unknown Mamba step backend {backend!r}; allowed: auto, torch, triton")
+    if backend == "triton" or (backend == "auto" and x.device.type == "cuda" and fused_available(x.device)):
+        return fused_step(mixer, x, cache)
     u, z = _split_gate(mixer, mixer.in_proj(x))  # each [batch, d_inner]
     conv_state = cache.conv_state
     conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
@@ -84,7 +99,8 @@ def step(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
     if conv.bias is not None:
         u = u + conv.bias
     u = F.silu(u)  # [batch, d_inner]
-    delta, A, B, C, delta_bias = ssm_inputs(mixer, u[..., None])
+    delta, B, C, delta_bias = ssm_inputs(mixer, u[..., None])
+    A = -torch.exp(mixer.A_log.float())
     dt = F.softplus(delta[..., 0].float() + delta_bias)  # [batch, d_inner]
     if B.dim() == 3:  # selective: [batch, N, 1] -> [batch, 1, N]
         B, C = B.transpose(1, 2), C.transpose(1, 2)
@@ -95,3 +111,18 @@ def step(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
     if z is not None:
         y = y * F.silu(z.float())
     return mixer.out_proj(y.to(x.dtype))
+
+
+def fused_step(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
+    """step() on the two Triton kernels (conv-state update, selective-state update) around the projections."""
+    from hybrid.kernels.mamba_step import conv_state_update, selective_state_update
+    u, z = _split_gate(mixer, mixer.in_proj(x))  # each [batch, d_inner]
+    conv = mixer.conv1d
+    u = conv_state_update(u, cache.conv_state, conv.weight[:, 0, :], conv.bias)  # silu(conv), [batch, d_inner]
+    delta, B, C, delta_bias = ssm_inputs(mixer, u[..., None])
+    if B.dim() == 3:  # selective: [batch, N, 1] -> [batch, 1, N]
+        B, C = B.transpose(1, 2), C.transpose(1, 2)
+    else:  # LTI: [d_inner, N] -> [1, d_inner, N]
+        B, C = B[None], C[None]
+    y = selective_state_update(cache.ssm_state, u, delta[..., 0], delta_bias, mixer.A_log, B, C, mixer.D, z)
+    return mixer.out_proj(y)

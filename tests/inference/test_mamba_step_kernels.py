@@ -1,0 +1,52 @@
+"""The fused Triton decode-step kernels (hybrid.kernels.mamba_step) equal the plain-op step: outputs and both
+states over several steps, every Mamba variant, awkward sizes (channels not a multiple of the block, N=5, d_conv 3).
+Without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before they are imported)."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+
+from hybrid.blocks import mamba_inference
+from hybrid.blocks.mamba import Mamba
+
+pytest.importorskip("triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("kw", [dict(d_state=5, d_conv=3), dict(selective=False), dict(gate=False),
+                                dict(dt_bc_norm=True, conv_bias=False)],
+                         ids=["selective", "lti", "no-gate", "dt-bc-norm"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_step_equals_plain_step(kw, batch):
+    torch.manual_seed(0)
+    mixer = Mamba(40, **kw).to(DEVICE)  # d_inner 80: one full block of 64 channels and a partial one
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    caches = [mixer.allocate_inference_cache(batch, 0) for _ in range(2)]
+    caches[0].conv_state.normal_()  # a state in flight, not zeros
+    caches[0].ssm_state.normal_()
+    caches[1].conv_state.copy_(caches[0].conv_state)
+    caches[1].ssm_state.copy_(caches[0].ssm_state)
+    with torch.no_grad():
+        for _ in range(4):
+            x = torch.randn(batch, 40, device=DEVICE)
+            want = mamba_inference.step(mixer, x, caches[0], backend="torch")
+            got = mamba_inference.step(mixer, x, caches[1], backend="triton")
+            assert rel(got, want) < 1e-5
+            assert rel(caches[1].conv_state, caches[0].conv_state) < 1e-6
+            assert rel(caches[1].ssm_state, caches[0].ssm_state) < 1e-5
+
+
+def test_unknown_backend():
+    mixer = Mamba(8)
+    with pytest.raises(ValueError, match="unknown Mamba step backend 'cuda'"):
+        mamba_inference.step(mixer, torch.zeros(1, 8), mixer.allocate_inference_cache(1, 0), backend="cuda")
