@@ -10,6 +10,7 @@ attempts, and the config the weights were trained with.
                            this attempt's; keys that only change evaluation or bookkeeping (EVALUATION_ONLY) may
                            change, any other change is refused unless the user passes resume=force.
 """
+import contextlib
 import fcntl
 import json
 import os
@@ -43,7 +44,11 @@ class ConfigDrift(UsageError):
 
 
 def lock(run_dir: Path):
-    """Take run_dir's lock (an open file: keep it, close it to release). Raises RunDirBusy naming the holder."""
+    """Take run_dir's lock (an open file: keep it, close it to release). Raises RunDirBusy naming the holder.
+    Under DDP/FSDP only rank 0 locks: the other ranks are the same run (a no-op context for them)."""
+    from lightning.pytorch.utilities import rank_zero_only
+    if rank_zero_only.rank != 0:
+        return contextlib.nullcontext()
     path = Path(run_dir) / ".lock"
     handle = open(path, "a+")  # noqa: SIM115 (held open: it is the lock)
     try:
