@@ -25,9 +25,11 @@ import pandas as pd
 
 from hybrid.sweep import Plan, Recipe, collect
 
-PLOT_KEYS = {"kind", "x", "hue", "col", "row", "over", "best_over", "best", "labels", "logx", "logy", "ylim",
+PLOT_KEYS = {"kind", "x", "y", "hue", "col", "row", "over", "best_over", "best", "labels", "logx", "logy", "ylim",
              "xlabel", "ylabel", "legend", "title"}
-KINDS = ("line", "bar")
+KINDS = ("line", "bar", "heatmap")
+SMOKE = "SMOKE TEST: checks the pipeline, not the finding"
+MARKERS = "osD^vPX*"
 
 
 def metric_specs(metric) -> list[tuple[str, str]]:
@@ -88,6 +90,8 @@ def check_plot(plot: dict) -> dict:
         raise ValueError(f"plot kind {plot.get('kind')!r}; allowed: {', '.join(KINDS)}")
     if "x" not in plot:
         raise ValueError("plot needs an `x` column")
+    if plot.get("kind") == "heatmap" and ("y" not in plot or plot.get("hue")):
+        raise ValueError("a heatmap plot needs a `y` column (x by y cells; one heatmap per col/row) and no hue")
     if plot.get("best", "max") not in ("max", "min"):
         raise ValueError(f"plot best={plot['best']!r}; allowed: max, min")
     return plot
@@ -98,7 +102,7 @@ def figure_table(long: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
     runs, the runs that did not complete, the chosen best_over values and the run directories (points)."""
     plot = check_plot(recipe.plot)
     over = plot.get("over", "seed")
-    keys = [plot[k] for k in ("row", "col", "hue") if plot.get(k)] + [plot["x"]]
+    keys = [plot[k] for k in ("row", "col", "hue", "y") if plot.get(k)] + [plot["x"]]
     keys = list(dict.fromkeys(["metric", *keys]))
     done = long[long.status == "completed"]
     data = select_metrics(done, recipe.metric) if len(done) else pd.DataFrame()
@@ -140,8 +144,24 @@ def labelled(table: pd.DataFrame, labels: dict) -> pd.DataFrame:
     return out
 
 
-def draw(table: pd.DataFrame, recipe: Recipe, base: Path) -> list[Path]:
-    """base.png and base.pdf of the figure table."""
+def chance_of(chance, metric_label) -> float | None:
+    """The chance level of a metric: the recipe's `chance` (a number, or {metric label: number})."""
+    if isinstance(chance, dict):
+        return chance.get(metric_label)
+    return chance
+
+
+def is_accuracy(label, plot: dict) -> bool:
+    """Accuracy axes run from 0 to 1 (never auto-zoomed onto noise)."""
+    text = f"{label} {plot.get('ylabel', '')}".lower()
+    return "acc" in text
+
+
+def draw(table: pd.DataFrame, recipe: Recipe, base: Path, smoke: bool = False, chance=None,
+         outcomes: list = ()) -> list[Path]:
+    """base.png and base.pdf of the figure table. A smoke profile says so in the title; the chance level is a
+    dotted line; accuracy axes run 0-1; lines carry distinct markers and a small x offset so identical lines
+    stay visible; the expectation checks (hybrid.expectations) are printed under the figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -151,8 +171,10 @@ def draw(table: pd.DataFrame, recipe: Recipe, base: Path) -> list[Path]:
     rows = list(dict.fromkeys(shown[plot["row"]])) if plot.get("row") else [None]
     cols = list(dict.fromkeys(shown[plot["col"]])) if plot.get("col") else [None]
     hue = plot.get("hue")
+    heatmap = plot.get("kind") == "heatmap"
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols) + 1.2, 2.9 * len(rows) + 0.6),
-                             squeeze=False, sharey=plot.get("col") != "metric", sharex=plot.get("kind") == "bar")
+                             squeeze=False, sharey=plot.get("col") != "metric" and not heatmap,
+                             sharex=plot.get("kind") == "bar")
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             ax = axes[i][j]
@@ -161,27 +183,55 @@ def draw(table: pd.DataFrame, recipe: Recipe, base: Path) -> list[Path]:
                 cell = cell[cell[plot["row"]] == r]
             if c is not None:
                 cell = cell[cell[plot["col"]] == c]
-            _draw_cell(ax, cell, plot, hue)
+            label = cell["metric"].iloc[0] if len(cell) else None
+            level = chance_of(chance, label)
+            accuracy = is_accuracy(label, plot)
+            if heatmap:
+                _draw_heatmap(fig, ax, cell, plot, accuracy, level)
+            else:
+                _draw_cell(ax, cell, plot, hue)
+                if level is not None:
+                    ax.axhline(level, color="0.4", linestyle=":", linewidth=1, label="chance")
             title = " ".join(f"{plot[k]}={v}" if k != "col" or plot[k] != "metric" else str(v)
                              for k, v in (("row", r), ("col", c)) if v is not None)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel(plot.get("xlabel", plot["x"]) if i == len(rows) - 1 else "")
             ylabel = plot.get("ylabel", "value") if plot.get("col") != "metric" else str(c)
             ax.set_ylabel(ylabel if j == 0 or plot.get("col") == "metric" else "")
+            if heatmap:
+                continue
             if plot.get("ylim") and plot.get("col") != "metric":
                 ax.set_ylim(*plot["ylim"])
+            elif accuracy:
+                ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()
-    if hue and handles:
+    if handles and (hue or chance is not None):
         fig.legend(handles, names, loc="upper center", ncol=min(len(names), 4), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 1.0), title=plot.get("legend", hue), title_fontsize=8)
-    fig.suptitle(plot.get("title", recipe.title), fontsize=10, y=1.06 if hue and handles else 1.0)
+                   bbox_to_anchor=(0.5, 1.0), title=plot.get("legend", hue) if hue else None, title_fontsize=8)
+    title = plot.get("title", recipe.title)
+    fig.suptitle(f"{SMOKE}\n{title}" if smoke else title, fontsize=10, color="firebrick" if smoke else "black",
+                 y=1.06 if handles else 1.0)
     fig.tight_layout()
+    if outcomes:
+        text = "\n".join(o.line() for o in outcomes)
+        fig.text(0.01, -0.01, text, ha="left", va="top", fontsize=7, family="monospace")
     paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+def _offsets(xs: pd.Series, g: int, n: int, log: bool) -> pd.Series:
+    """x of line g of n, nudged by up to +-2% of the axis so that identical lines do not hide each other."""
+    if n < 2 or not pd.api.types.is_numeric_dtype(xs) or not len(xs):
+        return xs
+    shift = (g - (n - 1) / 2) * 0.04 / (n - 1)
+    if log:
+        return xs * (2.0 ** (shift * 2))
+    span = (xs.max() - xs.min()) or abs(xs.max()) or 1.0
+    return xs + shift * span
 
 
 def _draw_cell(ax, cell: pd.DataFrame, plot: dict, hue) -> None:
@@ -197,21 +247,42 @@ def _draw_cell(ax, cell: pd.DataFrame, plot: dict, hue) -> None:
             ax.bar(pos, part["mean"], width, yerr=err, capsize=2, label=None if name is None else str(name))
         ax.set_xticks(range(len(categories)), [str(c) for c in categories], fontsize=8)
         return
-    for name in groups:
+    for g, name in enumerate(groups):
         part = cell if name is None else cell[cell[hue] == name]
         part = part.sort_values(x)
-        ax.errorbar(part[x], part["mean"], yerr=[part["mean"] - part["min"], part["max"] - part["mean"]],
-                    marker="o", markersize=3, capsize=2, label=None if name is None else str(name))
+        xs = _offsets(part[x], g, len(groups), bool(plot.get("logx")))
+        ax.errorbar(xs, part["mean"], yerr=[part["mean"] - part["min"], part["max"] - part["mean"]],
+                    marker=MARKERS[g % len(MARKERS)], markersize=5, markerfacecolor="none", capsize=2,
+                    linestyle=("-", "--", "-.", ":")[g % 4], alpha=0.9, label=None if name is None else str(name))
     if plot.get("logx"):
         ax.set_xscale("log", base=2 if plot["logx"] == 2 else 10)
     if plot.get("logy"):
         ax.set_yscale("log")
 
 
-def markdown(table: pd.DataFrame, recipe: Recipe, p: Plan, long: pd.DataFrame, image: str) -> str:
-    """The figure's page: what it shows, the sweep, the table (mean and range over seeds, and the runs)."""
+def _draw_heatmap(fig, ax, cell: pd.DataFrame, plot: dict, accuracy: bool, chance) -> None:
+    """One heatmap: plot.x across, plot.y down, each cell its mean written in it."""
+    grid = cell.pivot_table(index=plot["y"], columns=plot["x"], values="mean", aggfunc="mean")
+    low, high = (0.0, 1.0) if accuracy else (None, None)
+    image = ax.imshow(grid.values, aspect="auto", origin="lower", cmap="viridis", vmin=low, vmax=high)
+    ax.set_xticks(range(grid.shape[1]), [str(v) for v in grid.columns], fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), [str(v) for v in grid.index], fontsize=7)
+    for (yi, xi), value in pd.DataFrame(grid.values).stack().items():
+        ax.text(xi, yi, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                color="white" if (accuracy and value < 0.5) else "black")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if chance is not None:
+        bar.ax.axhline(chance, color="red", linewidth=1)
+        bar.set_label(f"chance {chance:.3g} (red)", fontsize=7)
+
+
+def markdown(table: pd.DataFrame, recipe: Recipe, p: Plan, long: pd.DataFrame, image: str,
+             outcomes: list = ()) -> str:
+    """The figure's page: what it shows, the sweep, the expectation checks, the table (mean and range over seeds,
+    and the runs). A smoke profile's page says in its title that it checks the pipeline, not the finding."""
+    from hybrid import expectations
     status = long.drop_duplicates("point").status.value_counts().to_dict()
-    lines = [f"# {recipe.title}", ""]
+    lines = [f"# {SMOKE}: {recipe.title}" if p.smoke else f"# {recipe.title}", ""]
     if recipe.reference:
         lines += [f"Reference: {recipe.reference}", ""]
     if recipe.description:
@@ -221,6 +292,9 @@ def markdown(table: pd.DataFrame, recipe: Recipe, p: Plan, long: pd.DataFrame, i
               + (", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "none"), "",
               "Command: `python -m hybrid.reproduce " + " ".join([str(recipe.path), f"profile={p.profile}",
                                                                   *p.extra]) + "`", ""]
+    if p.chance is not None:
+        lines += [f"Chance level: {p.chance} (dotted line in the figure)", ""]
+    lines += expectations.markdown(list(outcomes))
     shown = labelled(table, recipe.plot.get("labels"))
     if len(shown):
         lines += ["Mean over " + recipe.plot.get("over", "seed") + " (min to max when there are several):", "",
@@ -234,7 +308,7 @@ def markdown(table: pd.DataFrame, recipe: Recipe, p: Plan, long: pd.DataFrame, i
 def at_a_glance(table: pd.DataFrame, plot: dict) -> pd.DataFrame:
     """The figure table pivoted for reading: one column per x value, cells "mean (min-max)"."""
     x = plot["x"]
-    keys = [k for k in ("metric", plot.get("row"), plot.get("col"), plot.get("hue")) if k and k != x]
+    keys = [k for k in ("metric", plot.get("row"), plot.get("col"), plot.get("hue"), plot.get("y")) if k and k != x]
     keys = [k for k in dict.fromkeys(keys) if k != "metric" or table["metric"].nunique() > 1]
     def text(r):
         mean = format(r["mean"], ".3g")

@@ -21,7 +21,7 @@ import yaml
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from hybrid import figures, sweep
+from hybrid import expectations, figures, sweep
 from hybrid.checks import USAGE_EXIT
 from hybrid.sweep import collect
 
@@ -35,12 +35,14 @@ def make(p: sweep.Plan, out_dir: str | Path = "figures") -> dict:
     base = out_dir / f"{p.recipe.name}-{p.sweep_dir.name}"
     long = collect.collect(p.sweep_dir, expected=p.point_names())
     table = figures.figure_table(long, p.recipe)
+    outcomes = expectations.check(table, p.expect, smoke=p.smoke)
     paths = {"csv": base.with_suffix(".csv"), "md": base.with_suffix(".md")}
     table.to_csv(paths["csv"], index=False)
     if len(table):
-        paths["png"], paths["pdf"] = figures.draw(table, p.recipe, base)
-    paths["md"].write_text(figures.markdown(table, p.recipe, p, long, base.with_suffix(".png").name))
-    return {"paths": paths, "table": table, "runs": long.drop_duplicates("point")}
+        paths["png"], paths["pdf"] = figures.draw(table, p.recipe, base, smoke=p.smoke, chance=p.chance,
+                                                  outcomes=outcomes)
+    paths["md"].write_text(figures.markdown(table, p.recipe, p, long, base.with_suffix(".png").name, outcomes))
+    return {"paths": paths, "table": table, "runs": long.drop_duplicates("point"), "outcomes": outcomes}
 
 
 def report(made: dict, p: sweep.Plan) -> None:
@@ -51,8 +53,24 @@ def report(made: dict, p: sweep.Plan) -> None:
         print(f"  {r.status:<10} {r.point}: {r.reason}")
     if not len(made["table"]):
         print("  no completed run has the recipe's metric yet: no figure drawn")
+    if p.smoke:
+        print(f"  {figures.SMOKE}")
+    for outcome in made.get("outcomes", []):
+        print(f"  {outcome.line()}")
     for kind, path in made["paths"].items():
         print(f"  {kind:<4} {path}")
+
+
+def cost_estimate(p: sweep.Plan, points: int) -> str:
+    """points x steps / (measured steps/s of one point): the profile's `steps_per_s`, measured where it says."""
+    steps = p.fixed.get("trainer.max_steps")
+    rate = p.settings.get("steps_per_s")
+    if steps is None or rate is None:
+        return (f"cost: {points} points x {steps or '?'} steps; no measured steps_per_s in profile {p.profile}: "
+                f"time one point, or add steps_per_s to the profile")
+    seconds = points * int(steps) / float(rate)
+    return (f"cost: {points} points x {steps} steps / {rate} steps/s = {seconds / 60:.0f} min one point at a time "
+            f"(divide by the points that run at once: hydra.launcher.n_jobs, or gpu_points per GPU)")
 
 
 def planned(argv: list[str]) -> sweep.Plan:
@@ -78,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{p.recipe.name} ({p.profile}): {len(names)} points in {p.sweep_dir}")
             print("  " + shlex.join(p.command()))
             if dry_run:
+                print("  " + cost_estimate(p, len(names)))
                 return 0
             sweep.check(p)
             sweep.claim(p)

@@ -35,8 +35,10 @@ from hybrid.sweep import naming
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 RECIPE_KEYS = {"name", "title", "description", "reference", "default_profile", "fixed", "sweep", "profiles",
-               "metric", "plot", "notes"}
-PROFILE_KEYS = {"fixed", "sweep", "description"}
+               "metric", "plot", "notes", "expect", "chance"}
+# expect / chance / smoke: hybrid/expectations.py and hybrid/figures.py; steps_per_s: the measured training
+# speed of one point (steps per second), for `reproduce --dry-run`'s cost estimate
+PROFILE_KEYS = {"fixed", "sweep", "description", "expect", "chance", "smoke", "steps_per_s"}
 
 
 def bare(key: str) -> str:
@@ -79,6 +81,8 @@ class Recipe:
     metric: object
     plot: dict
     reference: str = ""
+    expect: list = field(default_factory=list)   # the published finding, checked (hybrid/expectations.py)
+    chance: object = None                        # the metric's chance level: a number or {metric label: number}
 
 
 def load(path: str | Path) -> Recipe:
@@ -105,10 +109,15 @@ def load(path: str | Path) -> Recipe:
         raise ValueError(f"{path}: default_profile {default!r} is not one of the profiles {sorted(profiles)}")
     if "metric" not in data or "plot" not in data:
         raise ValueError(f"{path}: a recipe needs `metric` and `plot` (see hybrid/figures.py)")
+    from hybrid import expectations
+    expect = expectations.parse(data.get("expect"), str(path))
+    for name, profile in profiles.items():
+        expectations.parse((profile or {}).get("expect"), f"{path} profile {name}")
     return Recipe(name=data.get("name", path.stem), path=path, title=data.get("title", path.stem),
                   description=data.get("description", ""), default_profile=default,
                   fixed=dict(data.get("fixed") or {}), sweep=dict(data.get("sweep") or {}), profiles=profiles,
-                  metric=data["metric"], plot=dict(data["plot"]), reference=data.get("reference", ""))
+                  metric=data["metric"], plot=dict(data["plot"]), reference=data.get("reference", ""),
+                  expect=expect, chance=data.get("chance"))
 
 
 @dataclass
@@ -121,6 +130,25 @@ class Plan:
     hydra: list = field(default_factory=list)   # hydra/... and hydra.* overrides, passed through
     extra: list = field(default_factory=list)   # the user's task overrides (they name the sweep dir)
     sweep_dir: Path = None
+
+    @property
+    def settings(self) -> dict:
+        """The profile's own entry of the recipe."""
+        return self.recipe.profiles[self.profile] or {}
+
+    @property
+    def smoke(self) -> bool:
+        """A smoke profile checks that the pipeline runs, not the finding (default: the profile named quick)."""
+        return bool(self.settings.get("smoke", self.profile == "quick"))
+
+    @property
+    def expect(self) -> list[dict]:
+        """The expectations of this profile: its own `expect`, else the recipe's."""
+        return self.settings.get("expect", self.recipe.expect) or []
+
+    @property
+    def chance(self):
+        return self.settings.get("chance", self.recipe.chance)
 
     def overrides(self) -> list[str]:
         """The task overrides of the multirun: fixed settings, then axes."""

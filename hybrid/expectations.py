@@ -1,0 +1,115 @@
+"""A recipe's published finding as machine-checkable expectations, checked against its figure table.
+
+In a recipe (sweeps/*.yaml), at the top level or per profile (a profile's list replaces the recipe's):
+
+    expect:
+      - text: S6 copies at the training length          # optional; made from the fields when absent
+        where: {model.blocks.M.selective: true, length: 128}   # cells of the figure table (raw values)
+        metric: accuracy                                 # a metric label of the recipe; optional with one metric
+        min: 0.9                                         # every matching cell's mean >= 0.9 (and/or max: ...)
+
+Each expectation is PASS (every matching cell within its bounds), FAIL (one is not: the cells that missed are
+named) or NOT CHECKED: on a smoke profile (`smoke: true`, the default for a profile named `quick`, whose runs
+only check that the pipeline works), or when no completed run has a matching cell.
+"""
+from dataclasses import dataclass
+
+import pandas as pd
+
+EXPECT_KEYS = {"text", "where", "metric", "min", "max"}
+PASS, FAIL, NOT_CHECKED = "PASS", "FAIL", "NOT CHECKED"
+
+
+@dataclass
+class Outcome:
+    text: str
+    status: str   # PASS | FAIL | NOT CHECKED
+    detail: str   # the values seen, or why it was not checked
+
+    def line(self) -> str:
+        return f"{self.status:<11} {self.text}: {self.detail}"
+
+
+def parse(items, where_from: str) -> list[dict]:
+    """Check the `expect` list of a recipe or profile; errors name the file/profile, the item and what is allowed."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ValueError(f"{where_from}: `expect` must be a list of {{where, metric, min/max}}, got {items!r}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"{where_from}: expect[{i}] must be a mapping, got {item!r}")
+        unknown = set(item) - EXPECT_KEYS
+        if unknown:
+            raise ValueError(f"{where_from}: expect[{i}] has unknown keys {sorted(unknown)}; "
+                             f"allowed: {sorted(EXPECT_KEYS)}")
+        if "min" not in item and "max" not in item:
+            raise ValueError(f"{where_from}: expect[{i}] needs a bound, `min` and/or `max`")
+        if not isinstance(item.get("where", {}), dict):
+            raise ValueError(f"{where_from}: expect[{i}].where must be {{column: value}}, got {item['where']!r}")
+        out.append(item)
+    return out
+
+
+def describe(item: dict) -> str:
+    """The expectation as a sentence: `accuracy >= 0.9 where selective=true, length=128`."""
+    if item.get("text"):
+        return str(item["text"])
+    bounds = ([f">= {item['min']}"] if "min" in item else []) + ([f"<= {item['max']}"] if "max" in item else [])
+    where = ", ".join(f"{k.rsplit('.', 1)[-1]}={_text(v)}" for k, v in (item.get("where") or {}).items())
+    return f"{item.get('metric', 'value')} {' and '.join(bounds)}" + (f" where {where}" if where else "")
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _matches(column: pd.Series, value) -> pd.Series:
+    """Cells equal to a YAML value, compared as text so that True, "true", 64 and 64.0 meet."""
+    return column.map(_text).str.lower() == _text(value).lower()
+
+
+def check(table: pd.DataFrame, items: list[dict], smoke: bool) -> list[Outcome]:
+    """Each expectation against the figure table (one row per cell: its `mean` over seeds)."""
+    outcomes = []
+    for item in items:
+        text = describe(item)
+        if smoke:
+            outcomes.append(Outcome(text, NOT_CHECKED, "smoke profile: it checks the pipeline, not the finding"))
+            continue
+        rows = table
+        conditions = dict(item.get("where") or {})
+        if "metric" in item:
+            conditions["metric"] = item["metric"]
+        missing = [k for k in conditions if k not in rows.columns]
+        if missing:
+            outcomes.append(Outcome(text, NOT_CHECKED, f"the figure table has no column {missing}"))
+            continue
+        for key, value in conditions.items():
+            rows = rows[_matches(rows[key], value)]
+        rows = rows[rows["mean"].notna()] if len(rows) else rows
+        if not len(rows):
+            outcomes.append(Outcome(text, NOT_CHECKED, "no completed run has a matching cell"))
+            continue
+        low, high = item.get("min", float("-inf")), item.get("max", float("inf"))
+        bad = rows[(rows["mean"] < low) | (rows["mean"] > high)]
+        seen = ", ".join(f"{v:.3g}" for v in rows["mean"])
+        if len(bad):
+            outcomes.append(Outcome(text, FAIL, f"{len(bad)} of {len(rows)} cells outside (means: {seen})"))
+        else:
+            outcomes.append(Outcome(text, PASS, f"means: {seen}"))
+    return outcomes
+
+
+def markdown(outcomes: list[Outcome]) -> list[str]:
+    """The expectations section of a figure's page."""
+    if not outcomes:
+        return []
+    lines = ["## Expected finding", "", "| check | expectation | seen |", "|---|---|---|"]
+    lines += [f"| **{o.status}** | {o.text} | {o.detail} |" for o in outcomes]
+    return lines + [""]
