@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hybrid.tasks.base import IGNORE_INDEX, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
+from hybrid.tasks.base import IGNORE_INDEX, EvalSpec, TaskConfig, check_batch_size, check_unknown_kwargs, rng_for
 
 
 @dataclass(kw_only=True)
@@ -34,6 +34,13 @@ class MQARConfig(TaskConfig):
     power_a: float = 0.01  # query-gap power law; 1.0 is uniform
     train_length: int = 64
     eval_lengths: list[int] = field(default_factory=lambda: [64, 128, 256])
+    # evaluate also at these numbers of pairs (sets "L<length>_kv<k>", every length x k); None: num_kv_pairs only
+    eval_num_kv_pairs: list[int] | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.eval_num_kv_pairs is not None:  # plain ints (Hydra hands lists over as ListConfig)
+            self.eval_num_kv_pairs = [int(k) for k in self.eval_num_kv_pairs]
 
     @property
     def num_keys(self) -> int:
@@ -45,6 +52,20 @@ class MQARConfig(TaskConfig):
             raise ValueError(f"{name}.power_a={self.power_a}; must be > 0 (1.0 is uniform)")
         check_pairs(self, self.num_kv_pairs)
         super().validate()
+        for k in self.eval_num_kv_pairs or []:
+            check_pairs(self, k)
+            for n in self.eval_lengths:
+                try:
+                    self.check_length(n, k)
+                except ValueError as err:
+                    raise ValueError(f"{name}.eval_num_kv_pairs: {err}") from None
+
+    def eval_specs(self) -> list[EvalSpec]:
+        """One set per length ("L<length>"), or per length and number of pairs ("L<length>_kv<k>")."""
+        if not self.eval_num_kv_pairs:
+            return super().eval_specs()
+        return [EvalSpec(f"L{n}_kv{int(k)}", n, {"num_kv_pairs": int(k)})
+                for n in self.eval_lengths for k in self.eval_num_kv_pairs]
 
     def check_length(self, length: int, num_kv_pairs: int | None = None) -> None:
         k = int(self.num_kv_pairs if num_kv_pairs is None else num_kv_pairs)

@@ -198,3 +198,16 @@ def test_generator_rejects_bad_calls():
         draw(cfg, 64, depth=50)
     with pytest.raises(ValueError, match="depth -1"):
         draw(NIAHConfig(), 64, depth=-1)
+
+
+def test_mqar_evaluates_at_other_numbers_of_pairs():
+    cfg = MQARConfig(vocab_size=32, num_kv_pairs=4, train_length=32, eval_lengths=[32, 64], eval_num_kv_pairs=[2, 8])
+    cfg.validate()
+    specs = cfg.eval_specs()
+    assert [s.name for s in specs] == ["L32_kv2", "L32_kv8", "L64_kv2", "L64_kv8"]
+    inputs, targets = cfg.generate(seed=0, split="val", step=0, batch_size=3, length=64, **specs[3].kwargs)
+    assert ((targets != -100).sum(1) == 8).all()  # eight queries, one per pair
+    assert [s.name for s in MQARConfig().eval_specs()] == ["L64", "L128", "L256"]
+    with pytest.raises(ValueError, match="eval_num_kv_pairs: sequence length 32 cannot hold 16"):
+        MQARConfig(vocab_size=64, num_kv_pairs=4, train_length=32, eval_lengths=[32],
+                   eval_num_kv_pairs=[16]).validate()
