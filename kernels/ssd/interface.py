@@ -3,13 +3,16 @@
 Backends, all with mamba-ssm's `mamba_chunk_scan_combined` shapes:
   reference   PyTorch, the chunked matrix form through autograd (fast on the CPU)     -> reference.py
   sequential  PyTorch, the recurrence as a loop over time (the definition)             -> reference.py
+  triton      our Triton kernels, forward and backward, deterministic                 -> triton.py
   mamba_ssm   mamba-ssm's Triton SSD, where that package is installed                  (optional)
-`auto` takes reference (our Triton SSD is not built yet) and logs its choice once; a backend asked for by name
-that cannot run is an error naming what to install, never a silent fallback.
+`auto` takes reference and logs its choice once (our Triton SSD is tested in the interpreter; it becomes auto's
+choice on CUDA once checked on the GPU, bench/device/14_ssd.sh). A backend asked for by name that cannot run is an
+error naming what to install, never a silent fallback.
 """
 import importlib.util
 import logging
 import math
+import os
 
 import torch
 
@@ -17,7 +20,7 @@ from hybrid.kernels.ssd.reference import ssd_chunked, ssd_sequential
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "sequential", "mamba_ssm")
+BACKENDS = ("auto", "reference", "sequential", "triton", "mamba_ssm")
 _used: set[str] = set()
 _logged: set[tuple[str, str]] = set()
 
@@ -36,6 +39,12 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             _logged.add(("reference", device.type))
             log.info("ssd backend=auto chose 'reference' on %s", device.type)
         return "reference"
+    if backend == "triton":
+        if importlib.util.find_spec("triton") is None:
+            raise ImportError("ssd backend 'triton' needs the triton package: pip install triton")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(f"ssd backend 'triton' runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1); "
+                               f"got tensors on {device}")
     if backend == "mamba_ssm":
         if importlib.util.find_spec("mamba_ssm") is None:
             raise ImportError("ssd backend 'mamba_ssm' needs the mamba-ssm package: pip install 'hybrid[mamba]' "
@@ -111,5 +120,8 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=Fa
         return ssd_sequential(x, dt, A, B, C, **kwargs)
     if name == "reference":
         return ssd_chunked(x, dt, A, B, C, chunk_size, **kwargs)
+    if name == "triton":
+        from hybrid.kernels.ssd.triton import ssd_triton
+        return ssd_triton(x, dt, A, B, C, chunk_size, **kwargs)
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
     return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, **kwargs)

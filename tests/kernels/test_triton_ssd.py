@@ -1,0 +1,110 @@
+"""Our Triton SSD against the float64 recurrence: outputs, final states, every gradient; determinism; bad input.
+
+Without CUDA the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set here before the kernel module is
+imported), so shapes stay tiny; with CUDA the same tests run compiled on the GPU.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+
+triton = pytest.importorskip("triton")
+
+from hybrid.kernels.ssd import ssd
+from hybrid.kernels.ssd.reference import ssd_sequential
+from hybrid.kernels.ssd.triton import _chunk_out_fwd_kernel
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TOL = {torch.float32: 2e-5, torch.bfloat16: 1.5e-2}  # relative error against float64 (inputs rounded first)
+NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
+
+
+def test_kernels_are_interpreted_without_cuda():
+    if DEVICE == "cpu":
+        assert type(_chunk_out_fwd_kernel).__name__ == "InterpretedFunction", (
+            "the Triton kernels were imported before TRITON_INTERPRET=1 was set; run this file on its own")
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def make_inputs(batch, L, heads, head_dim, groups, N, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=g) * scale + shift).to(dtype)
+    return dict(x=rand(batch, L, heads, head_dim), dt=rand(batch, L, heads, scale=0.5, shift=-1.0),
+                A=-(torch.rand(heads, generator=g) * 1.4 + 0.1), B=rand(batch, L, groups, N),
+                C=rand(batch, L, groups, N), D=rand(heads), z=rand(batch, L, heads, head_dim),
+                dt_bias=rand(heads, scale=0.3).float(), initial_states=rand(batch, heads, head_dim, N).float())
+
+
+def with_grads(fn, inputs, weights, device):
+    leaves = {k: v.detach().clone().to(device).requires_grad_(True) for k, v in inputs.items()}
+    y, state = fn(**leaves)
+    ((y.double() * weights[0].to(device)).sum() + (state.double() * weights[1].to(device)).sum()).backward()
+    return y, state, {k: v.grad for k, v in leaves.items()}
+
+
+@pytest.mark.parametrize("L,chunk,heads,groups", [(1, 64, 1, 1), (63, 64, 3, 1), (300, 64, 3, 3), (40, 16, 4, 2),
+                                                  (37, 128, 2, 2), (21, 4, 2, 1)])
+def test_outputs_states_and_every_gradient_match_the_recurrence(L, chunk, heads, groups):
+    inputs = make_inputs(2, L, heads, 5, groups, 3, seed=L + heads)
+    g = torch.Generator().manual_seed(2)
+    weights = (torch.randn(2, L, heads, 5, generator=g, dtype=torch.float64),
+               torch.randn(2, heads, 5, 3, generator=g, dtype=torch.float64))
+    opts = dict(dt_softplus=True, return_final_states=True)
+    y, state, grads = with_grads(lambda **t: ssd(**t, chunk_size=chunk, backend="triton", **opts), inputs, weights,
+                                 DEVICE)
+    y64, state64, grads64 = with_grads(lambda **t: ssd_sequential(**t, **opts),
+                                       {k: v.double() for k, v in inputs.items()}, weights, "cpu")
+    assert y.dtype == torch.float32 and state.dtype == torch.float32
+    assert rel_err(y.cpu(), y64) < TOL[torch.float32] and rel_err(state.cpu(), state64) < TOL[torch.float32]
+    for name in NAMES:
+        assert grads[name] is not None, name
+        assert rel_err(grads[name].cpu(), grads64[name]) < TOL[torch.float32], name
+
+
+def test_no_optional_inputs_dt_limits_and_unused_state():
+    inp = make_inputs(1, 30, 2, 4, 1, 4, seed=3)
+    args = {k: inp[k] for k in ("x", "dt", "A", "B", "C")}
+    leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in args.items()}
+    y = ssd(**leaves, chunk_size=8, dt_softplus=True, dt_limit=(0.2, 0.5), backend="triton")
+    y.sum().backward()
+    ref = {k: v.double().requires_grad_(True) for k, v in args.items()}
+    y64 = ssd_sequential(**ref, dt_softplus=True, dt_limit=(0.2, 0.5))
+    y64.sum().backward()
+    assert rel_err(y.cpu(), y64) < TOL[torch.float32]
+    for k in args:
+        assert rel_err(leaves[k].grad.cpu(), ref[k].grad) < TOL[torch.float32], k
+
+
+def test_bf16_inputs():
+    inp = make_inputs(1, 20, 2, 4, 2, 4, seed=4, dtype=torch.bfloat16)
+    args = [inp[k].to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
+    y = ssd(*args, chunk_size=8, dt_softplus=True, backend="triton")
+    y64 = ssd_sequential(*[inp[k].double() for k in ("x", "dt", "A", "B", "C")], dt_softplus=True)
+    assert y.dtype == torch.bfloat16 and rel_err(y.cpu(), y64) < TOL[torch.bfloat16]
+
+
+def test_backward_is_deterministic():
+    inp = make_inputs(2, 50, 4, 4, 2, 3, seed=5)
+    runs = []
+    for _ in range(2):
+        leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in inp.items()}
+        y, s = ssd(**leaves, chunk_size=16, dt_softplus=True, return_final_states=True, backend="triton")
+        (y.sum() + s.sum()).backward()
+        runs.append([y.detach(), s.detach()] + [leaves[k].grad for k in NAMES])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_float64_is_refused_naming_the_reference():
+    inp = make_inputs(1, 4, 1, 2, 1, 2, seed=6)
+    args = [inp[k].double().to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
+    with pytest.raises(ValueError, match="backend='reference'"):
+        ssd(*args, chunk_size=4, backend="triton")
