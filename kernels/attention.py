@@ -46,13 +46,15 @@ def attention(q, k, v, causal=True, backend="auto"):
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
         return out.transpose(1, 2)
     _used.add("sdpa")
-    Lq, Lk = q.shape[2], k.shape[2]
-    mask = None
-    if causal and Lk != Lq:  # SDPA's is_causal aligns top-left; a cached prefix needs bottom-right
-        mask = torch.ones(Lq, Lk, dtype=torch.bool, device=q.device).tril(Lk - Lq)
-        causal = False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+    if causal and k.shape[2] != q.shape[2]:
+        # SDPA's is_causal aligns top-left; a chunk after a cached prefix needs bottom-right: PyTorch's CausalBias
+        # runs that on the flash / memory-efficient kernels without a mask (on the CPU it builds one, Lq x Lk).
+        # Its flash path takes no grouped heads, so K and V are repeated per query head here.
+        from torch.nn.attention.bias import causal_lower_right
+        if k.shape[1] != q.shape[1]:
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[2], k.shape[2]))
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1])
 
 
 def attention_decode(q, k_cache, v_cache, length):
