@@ -7,6 +7,9 @@ In a recipe (sweeps/*.yaml), at the top level or per profile (a profile's list r
         where: {model.blocks.M.selective: true, length: 128}   # cells of the figure table (raw values)
         metric: accuracy                                 # a metric label of the recipe; optional with one metric
         min: 0.9                                         # every matching cell's mean >= 0.9 (and/or max: ...)
+      - where: {model.blocks.M.selective: false, length: {min: 1024}}   # a range: {min: a, max: b}
+        below: {model.blocks.M.selective: true}          # compared with the cell that differs only in these
+        margin: 0.05                                     # (above: ...) by at least this much (default 0)
 
 Each expectation is PASS (every matching cell within its bounds), FAIL (one is not: the cells that missed are
 named) or NOT CHECKED: on a smoke profile (`smoke: true`, the default for a profile named `quick`, whose runs
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-EXPECT_KEYS = {"text", "where", "metric", "min", "max"}
+EXPECT_KEYS = {"text", "where", "metric", "min", "max", "above", "below", "margin"}
 PASS, FAIL, NOT_CHECKED = "PASS", "FAIL", "NOT CHECKED"
 
 
@@ -44,8 +47,9 @@ def parse(items, where_from: str) -> list[dict]:
         if unknown:
             raise ValueError(f"{where_from}: expect[{i}] has unknown keys {sorted(unknown)}; "
                              f"allowed: {sorted(EXPECT_KEYS)}")
-        if "min" not in item and "max" not in item:
-            raise ValueError(f"{where_from}: expect[{i}] needs a bound, `min` and/or `max`")
+        if not {"min", "max", "above", "below"} & set(item):
+            raise ValueError(f"{where_from}: expect[{i}] needs a bound, `min` and/or `max`, or a comparison "
+                             f"`above` / `below` {{column: value}}")
         if not isinstance(item.get("where", {}), dict):
             raise ValueError(f"{where_from}: expect[{i}].where must be {{column: value}}, got {item['where']!r}")
         out.append(item)
@@ -57,8 +61,21 @@ def describe(item: dict) -> str:
     if item.get("text"):
         return str(item["text"])
     bounds = ([f">= {item['min']}"] if "min" in item else []) + ([f"<= {item['max']}"] if "max" in item else [])
-    where = ", ".join(f"{k.rsplit('.', 1)[-1]}={_text(v)}" for k, v in (item.get("where") or {}).items())
+    for side, word in (("above", ">"), ("below", "<")):
+        if side in item:
+            margin = f" + {item['margin']}" if word == ">" and item.get("margin") else (
+                f" - {item['margin']}" if item.get("margin") else "")
+            bounds.append(f"{word} its cell at {_where_text(item[side])}{margin}")
+    where = _where_text(item.get("where") or {})
     return f"{item.get('metric', 'value')} {' and '.join(bounds)}" + (f" where {where}" if where else "")
+
+
+def _where_text(where: dict) -> str:
+    def one(v):
+        if isinstance(v, dict):
+            return " to ".join(_text(v.get(k, "")) for k in ("min", "max") if k in v) or "any"
+        return _text(v)
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={one(v)}" for k, v in where.items())
 
 
 def _text(value) -> str:
@@ -70,7 +87,11 @@ def _text(value) -> str:
 
 
 def _matches(column: pd.Series, value) -> pd.Series:
-    """Cells equal to a YAML value, compared as text so that True, "true", 64 and 64.0 meet."""
+    """Cells equal to a YAML value, compared as text so that True, "true", 64 and 64.0 meet; a {min, max}
+    mapping is a numeric range."""
+    if isinstance(value, dict):
+        numbers = pd.to_numeric(column, errors="coerce")
+        return (numbers >= value.get("min", float("-inf"))) & (numbers <= value.get("max", float("inf")))
     return column.map(_text).str.lower() == _text(value).lower()
 
 
@@ -86,7 +107,8 @@ def check(table: pd.DataFrame, items: list[dict], smoke: bool) -> list[Outcome]:
         conditions = dict(item.get("where") or {})
         if "metric" in item:
             conditions["metric"] = item["metric"]
-        missing = [k for k in conditions if k not in rows.columns]
+        compared_keys = [*(item.get("above") or {}), *(item.get("below") or {})]
+        missing = [k for k in [*conditions, *compared_keys] if k not in rows.columns]
         if missing:
             outcomes.append(Outcome(text, NOT_CHECKED, f"the figure table has no column {missing}"))
             continue
@@ -99,11 +121,41 @@ def check(table: pd.DataFrame, items: list[dict], smoke: bool) -> list[Outcome]:
         low, high = item.get("min", float("-inf")), item.get("max", float("inf"))
         bad = rows[(rows["mean"] < low) | (rows["mean"] > high)]
         seen = ", ".join(f"{v:.3g}" for v in rows["mean"])
-        if len(bad):
-            outcomes.append(Outcome(text, FAIL, f"{len(bad)} of {len(rows)} cells outside (means: {seen})"))
+        compared = _compare(table, rows, item)
+        if compared is None:
+            outcomes.append(Outcome(text, NOT_CHECKED, "no completed run has the cells to compare with"))
+        elif len(bad) or compared:
+            what = f"{len(bad)} of {len(rows)} cells outside (means: {seen})" if len(bad) else f"means: {seen}"
+            outcomes.append(Outcome(text, FAIL, "; ".join([what, *compared])))
         else:
             outcomes.append(Outcome(text, PASS, f"means: {seen}"))
     return outcomes
+
+
+def _compare(table: pd.DataFrame, rows: pd.DataFrame, item: dict) -> list[str] | None:
+    """For `above` / `below`: the failed comparisons of each matching cell with the cell that differs only in the
+    given columns ([] when all hold or there is nothing to compare; None when a partner cell is missing)."""
+    side = "above" if "above" in item else "below" if "below" in item else None
+    if side is None:
+        return []
+    other, margin = item[side], float(item.get("margin", 0))
+    keys = [c for c in table.columns if c not in ("mean", "min", "max", "n", "points", "not_completed")
+            and not c.startswith("best ") and c not in other]
+    failed = []
+    for _, row in rows.iterrows():
+        partner = table
+        for k in keys:
+            partner = partner[partner[k].map(_text) == _text(row[k])]
+        for k, v in other.items():
+            partner = partner[_matches(partner[k], v)]
+        if not len(partner) or partner["mean"].isna().all():
+            return None
+        theirs = float(partner["mean"].mean())
+        ok = row["mean"] >= theirs + margin if side == "above" else row["mean"] <= theirs - margin
+        if not ok:
+            at = ", ".join(f"{k.rsplit('.', 1)[-1]}={_text(row[k])}" for k in keys if k != "metric")
+            failed.append(f"at {at}: {row['mean']:.3g} vs {theirs:.3g}")
+    return failed
 
 
 def markdown(outcomes: list[Outcome]) -> list[str]:

@@ -55,6 +55,21 @@ def test_expectations_pass_fail_and_not_checked(recipe):
         == {"NOT CHECKED"}
 
 
+def test_comparisons_and_ranges(recipe):
+    table = figures.figure_table(long_table({("AFAF", 64): 1.0, ("AFAF", 128): 0.9, ("AFAF", 256): 0.2,
+                                             ("MFMF", 64): 1.0, ("MFMF", 128): 0.3, ("MFMF", 256): 0.1}), recipe)
+    above = {"where": {"model.layout.pattern": "AFAF", "length": {"min": 128}},
+             "above": {"model.layout.pattern": "MFMF"}, "margin": 0.05}
+    [outcome] = expectations.check(table, [above], smoke=False)
+    assert outcome.status == "PASS" and outcome.text.startswith("value > its cell at pattern=MFMF + 0.05")
+    [outcome] = expectations.check(table, [{**above, "margin": 0.2}], smoke=False)
+    assert outcome.status == "FAIL" and "length=256: 0.2 vs 0.1" in outcome.detail
+    below = {"where": {"model.layout.pattern": "MFMF", "length": {"max": 64}}, "below": {"model.layout.pattern": "AFAF"}}
+    assert expectations.check(table, [below], smoke=False)[0].status == "PASS"  # 1.0 <= 1.0
+    missing = {"where": {"model.layout.pattern": "MFMF"}, "below": {"model.layout.pattern": "MFAF"}}
+    assert expectations.check(table, [missing], smoke=False)[0].status == "NOT CHECKED"
+
+
 def test_bad_expectations_are_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**RECIPE, "expect": [{"where": {"a": 1}, "at_least": 0.9}]}))
@@ -111,3 +126,29 @@ def test_heatmap_kind(tmp_path):
     assert Path(paths[0]).stat().st_size > 0
     with pytest.raises(ValueError, match="heatmap plot needs a `y`"):
         figures.check_plot({"kind": "heatmap", "x": "length"})
+
+
+SHIPPED = sorted((Path(__file__).parents[2] / "sweeps").glob("*.yaml"))
+MINE = {"selective_copying", "induction_extrapolation", "mqar_vs_width", "attention_ratio", "text_attention_ratio",
+        "audio_selective_vs_lti", "niah_heatmap"}
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.stem in MINE], ids=lambda p: p.stem)
+def test_every_recipe_states_its_finding_and_has_a_gpu_profile(path):
+    recipe = sweep.load(path)
+    assert recipe.chance is not None and recipe.expect, "the published finding, as expectations"
+    profiles = {"quick", "gpu", "paper"} | ({"cpu"} if path.stem in {"selective_copying", "induction_extrapolation",
+                                                                      "mqar_vs_width"} else set())
+    assert set(recipe.profiles) >= profiles
+    for name in profiles - {"quick", "paper"}:
+        p = sweep.plan(recipe, profile=name)
+        assert not p.smoke and p.expect and p.settings.get("steps_per_s")
+        sweep.check(p)  # every override of the profile composes
+    assert sweep.plan(recipe).smoke
+
+
+def test_dry_run_prints_a_cost_estimate(capsys):
+    from hybrid.reproduce import main
+    assert main(["sweeps/selective_copying.yaml", "profile=cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "cost: 2 points x 2000 steps / 4 steps/s = 17 min" in out

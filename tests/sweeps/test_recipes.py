@@ -62,7 +62,7 @@ def test_extra_overrides_replace_axes_and_fixed_settings_and_pass_hydra_through(
 
 
 def test_unknown_profile_and_recipe_errors_name_the_choices():
-    with pytest.raises(ValueError, match="allowed: \\['paper', 'quick'\\]"):
+    with pytest.raises(ValueError, match="allowed: \\['cpu', 'gpu', 'paper', 'quick'\\]"):
         sweep.plan("mqar_vs_width", profile="huge")
     with pytest.raises(FileNotFoundError, match="mqar_vs_width"):
         sweep.load("no_such_recipe")
