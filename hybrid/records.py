@@ -6,7 +6,8 @@
   failure  (an exception in any Trainer entry point)  result.json {status: failed, reason}, record.json failed
 A failure before the Trainer exists (a bad config) is written by `record_failure`. No environment variables and
 nothing secret: only the config the user composed and facts about the software and machine. Every file is
-written atomically (hybrid.atomic), so a killed or full-disk run never leaves half a record.
+written atomically (hybrid.atomic), so a killed or full-disk run never leaves half a record. Under DDP/FSDP only
+rank 0 writes; record.json's `distributed` names the world size, the strategy and every rank's host and device.
 """
 import datetime
 import importlib.metadata
@@ -21,6 +22,7 @@ import lightning as L
 import torch
 
 from hybrid.atomic import write_text
+from hybrid.ranks import launch_rank, rank_devices
 
 PACKAGES = ("torch", "triton", "lightning", "hydra-core", "omegaconf", "numpy", "mamba-ssm", "causal-conv1d",
             "flash-attn", "transformers", "datasets")
@@ -104,6 +106,8 @@ def record_failure(run_dir: Path, reason: str, since: float | None = None, **ext
     overwrites a completed result (a finished run whose re-evaluation failed keeps its metrics).
     """
     run_dir = Path(run_dir)
+    if launch_rank() != 0:  # rank 0 records the run
+        return {"status": "failed", "reason": reason, "run_dir": str(run_dir), **extra}
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "result.json"
     old = read_json(path)
@@ -135,9 +139,10 @@ class RunRecord(L.Callback):
         self.run_dir, self.pattern, self.seed = Path(run_dir), pattern, seed
         self.resumed_from = resumed_from
         self.record = {"status": "running", "config": config, "pattern": pattern, "seed": seed, **(extra or {}),
-                       "git": None, "versions": None, "hardware": None, "backends": None, "start_time": None,
-                       "end_time": None}
+                       "git": None, "versions": None, "hardware": None, "distributed": None, "backends": None,
+                       "start_time": None, "end_time": None}
         self.started = None
+        self.writes = launch_rank() == 0  # under DDP/FSDP every rank has a RunRecord; rank 0 writes
 
     def start(self) -> None:
         """record.json says running; the backends are counted from here."""
@@ -146,10 +151,15 @@ class RunRecord(L.Callback):
         self.started = time.perf_counter()
         reset_backends()
         self.record.update(git=git_state(), versions=versions(), hardware=hardware(), start_time=now())
-        write_json(self.run_dir / "record.json", self.record)
+        self._write("record.json", self.record)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.start()
+        if self.record["distributed"] is None:  # every rank gets here once: rank_devices gathers from all
+            self.record["distributed"] = {"world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+                                          "strategy": type(trainer.strategy).__name__,
+                                          "ranks": rank_devices(trainer.strategy.root_device)}
+            self._write("record.json", self.record)
 
     def complete(self, trainer: L.Trainer, metrics: dict) -> dict:
         """The run finished: result.json completed with its metrics, record.json completed. Returns the result."""
@@ -157,14 +167,14 @@ class RunRecord(L.Callback):
         result = {"status": "completed", "run_dir": str(self.run_dir), "pattern": self.pattern, "seed": self.seed,
                   "step": trainer.global_step, "seconds": seconds, "resumed_from": str(self.resumed_from or ""),
                   "metrics": metrics}
-        write_json(self.run_dir / "result.json", result)
+        self._write("result.json", result)
         self._finish("completed")
         return result
 
     def fail(self, reason: str, **extra) -> dict:
         """The run failed: result.json failed with the reason, record.json failed. Returns the result."""
         result = {"status": "failed", "reason": reason, "run_dir": str(self.run_dir), **extra}
-        write_json(self.run_dir / "result.json", result)
+        self._write("result.json", result)
         self._finish("failed")
         return result
 
@@ -173,7 +183,11 @@ class RunRecord(L.Callback):
 
     def _finish(self, status: str) -> None:
         self.record.update(status=status, backends=backends(), end_time=now())
-        write_json(self.run_dir / "record.json", self.record)
+        self._write("record.json", self.record)
+
+    def _write(self, name: str, data: dict) -> None:
+        if self.writes:
+            write_json(self.run_dir / name, data)
 
 
 def failure_reason(exception: BaseException) -> str:

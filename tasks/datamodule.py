@@ -14,14 +14,26 @@ data (tasks/corpus_datamodule.py, which builds the corpus cache in `prepare_data
 Evaluation sets are fixed: `eval_batches` batches per entry of `task.eval_specs()` (one per eval length; for
 niah one per length x depth), generated with split="val" (validation) or split="test" (test), one
 DataLoader each, in the order of `eval_names`.
+
+Several ranks (DDP, FSDP): `batch_size` and `eval_batch_size` are per rank. Every batch, training or evaluation,
+is generated as the global batch of world_size * batch_size sequences and rank r keeps its r-th slice of rows
+(`_rank_slice`), so N ranks at batch b see exactly the sequences one rank sees at batch N * b, evaluation sets are
+split across ranks without duplicates (hybrid.lit sums their statistics over ranks), and every rank has the same
+number of batches (FSDP needs every rank in every forward). Each rank generates the whole global batch: the
+generators draw whole-batch tensors, so a slice cannot be drawn alone; generation is cheap beside a step.
 """
+import warnings
 from collections.abc import Mapping
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from hybrid.tasks.base import EvalSpec, TaskConfig
+
+# Lightning warns about any IterableDataset with a __len__ (the evaluation sets) that worker processes could each
+# replay it; these loaders run in the main process (num_workers=0), so the count is exact.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
 
 
 def data_module(task: TaskConfig, **kwargs) -> "TaskDataModule":
@@ -80,12 +92,19 @@ class TaskDataModule(L.LightningDataModule):
         """One name per val/test dataloader, in order: "L256", "L1024", or for niah "L512_d50"."""
         return [spec.name for spec in self.eval_specs]
 
-    def _train_split(self) -> str:
-        # Under DDP every rank needs different data: fold the rank into the split's name.
+    def _ranks(self) -> tuple[int, int]:
+        """(this process's global rank, world size); (0, 1) without a Trainer."""
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
-            return f"train.rank{trainer.global_rank}"
-        return "train"
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _rank_slice(self, batch_size: int, **generate_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of the global batch task.generate(batch_size=world_size * batch_size, ...)."""
+        rank, world = self._ranks()
+        batch = self.task.generate(seed=self.seed, batch_size=world * batch_size, **generate_kwargs)
+        if world == 1:
+            return batch
+        rows = batch[0].shape[0] // world  # corpus evaluation returns several rows per sequence
+        return tuple(t[rank * rows:(rank + 1) * rows] for t in batch)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_TrainStream(self), batch_size=None, num_workers=0)
@@ -123,26 +142,26 @@ class _TrainStream(IterableDataset):
         dm = self.dm
         step = dm.batches_consumed
         while True:
-            batch = dm.task.generate(seed=dm.seed, split=dm._train_split(), step=step,
-                                     batch_size=dm.batch_size, length=dm.task.train_length)
+            batch = dm._rank_slice(dm.batch_size, split="train", step=step, length=dm.task.train_length)
             step += 1
             if dm.trainer is None:  # no training loop to report use: a drawn batch is a used batch
                 dm.batches_consumed = step
             yield batch
 
 
-class _FixedBatches(Dataset):
-    """`eval_batches` fixed batches of one evaluation set; batch i is generated on demand with step=i."""
+class _FixedBatches(IterableDataset):
+    """`eval_batches` fixed batches of one evaluation set (this rank's slice of each); batch i is generated on
+    demand with step=i. Iterable, so that Lightning does not give it a DistributedSampler: the rows are split
+    across ranks here, and a sampler would split the batches again."""
 
     def __init__(self, dm: TaskDataModule, split: str, spec: EvalSpec):
-        self.task, self.seed, self.split, self.spec = dm.task, dm.seed, split, spec
+        self.dm, self.split, self.spec = dm, split, spec
         self.num_batches, self.batch_size = dm.eval_batches, dm.eval_batch_size
 
     def __len__(self) -> int:
         return self.num_batches
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < self.num_batches:
-            raise IndexError(f"batch {index} of {self.spec.name}; allowed 0..{self.num_batches - 1}")
-        return self.task.generate(seed=self.seed, split=self.split, step=index, batch_size=self.batch_size,
-                                  length=self.spec.length, **self.spec.kwargs)
+    def __iter__(self):
+        for index in range(self.num_batches):
+            yield self.dm._rank_slice(self.batch_size, split=self.split, step=index, length=self.spec.length,
+                                      **self.spec.kwargs)
