@@ -13,6 +13,7 @@ CONFIGS = {
     "A_gqa": {"n_heads": 4, "n_kv_heads": 2},
     "A_norope": {"n_heads": 2, "rope_base": None},
     "F": {},
+    "F_relu2": {"activation": "relu2"},
     "E": {"n_experts": 4, "top_k": 2},
     "S": {"d_state": 4, "headdim": 8, "chunk_size": 4},
     "S_groups_nonorm": {"d_state": 4, "headdim": 4, "ngroups": 2, "rmsnorm": False, "D_has_hdim": True,
@@ -62,6 +63,7 @@ def test_lti_has_no_input_dependent_projections():
     ("S", {"headdim": 12}, "headdim=12 does not divide d_inner = expand . d_model = 32"),
     ("S", {"headdim": 8, "ngroups": 3}, "ngroups=3 does not divide nheads = d_inner / headdim = 4"),
     ("S", {"headdim": 8, "chunk_size": 48}, "chunk_size=48 must be a power of two"),
+    ("F", {"activation": "gelu"}, "unknown MLP activation 'gelu'; allowed: swiglu, relu2"),
     ("X", {}, "unknown block symbol 'X'"),
 ])
 def test_bad_config(symbol, kwargs, match):

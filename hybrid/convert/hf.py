@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from hybrid.convert import jamba, mamba, mamba2
+from hybrid.convert import jamba, mamba, mamba2, nemotron_h
 from hybrid.convert.build import build_loaded, merge_blocks
 from hybrid.convert.links import ConversionError, DictSource, export_from
 from hybrid.convert.sources import open_weights
 from hybrid.convert.specs import UnsupportedConfig
 from hybrid.model import HybridLM
 
-ARCHS = {m.MODEL_TYPE: m for m in (mamba, mamba2, jamba)}
+ARCHS = {m.MODEL_TYPE: m for m in (mamba, mamba2, jamba, nemotron_h)}
 
 
 def _arch(model_type, architectures, origin: str):
@@ -33,7 +33,8 @@ def _arch(model_type, architectures, origin: str):
 
 
 def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -> HybridLM:
-    """Our HybridLM with the weights of a transformers MambaForCausalLM, Mamba2ForCausalLM or JambaForCausalLM.
+    """Our HybridLM with the weights of a transformers MambaForCausalLM, Mamba2ForCausalLM, NemotronHForCausalLM or
+    JambaForCausalLM.
 
     Args:
         src: the model (in memory) or a directory saved by save_pretrained (config.json + safetensors/bin).
@@ -66,12 +67,13 @@ def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -
 
 def to_transformers(model: HybridLM, out_dir: str | Path | None = None):
     """`model` as a transformers model: MambaForCausalLM for an all-Mamba stack, Mamba2ForCausalLM for an all-Mamba-2
-    (`S`) stack, JambaForCausalLM for a
+    (`S`) stack, NemotronHForCausalLM for Mamba-2 with attention and MLPs, JambaForCausalLM for a
     Jamba-style one (alternating mixer and feed-forward blocks, attention and MoE periodic), in eval mode.
     With `out_dir`, also save_pretrained there, so that from_pretrained(out_dir) loads it.
     Raises UnsupportedConfig saying why the model fits neither."""
     import transformers
-    arch = {frozenset("M"): mamba, frozenset("S"): mamba2}.get(frozenset(model.pattern), jamba)
+    kinds = set(model.pattern)
+    arch = mamba if kinds == {"M"} else mamba2 if kinds == {"S"} else nemotron_h if "S" in kinds else jamba
     config = arch.hf_config(model)
     with torch.device("meta"):  # no random init of weights that are overwritten next (seconds at 100M+)
         hf_model = getattr(transformers, arch.ARCHITECTURE)(config)

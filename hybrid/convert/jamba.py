@@ -134,6 +134,7 @@ def hf_config(model: HybridLM):
         (a is None or not a["bias"], "Jamba's attention has no bias"),
         (len(hidden) <= 1, f"Jamba has one intermediate_size for MLP and experts; ours: {sorted(hidden)}"),
         (not any(s and s["bias"] for s in (f, e)), "Jamba's MLP and experts have no bias"),
+        (f is None or f["activation"] == "swiglu", "Jamba's MLP is SwiGLU: blocks.F.activation=swiglu"),
         (e is None or not e["renormalize"], ("Jamba's router does not renormalise the top-k weights: set "
                                              "blocks.E.renormalize=false")),
         (not model.residual_in_fp32, "Jamba keeps the residual in the weights' dtype: residual_in_fp32=false"),

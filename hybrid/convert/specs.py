@@ -43,7 +43,8 @@ def block_spec(mixer: torch.nn.Module) -> dict:
                     d_hidden=mixer.experts[0].gate_proj.out_features,
                     bias=mixer.experts[0].gate_proj.bias is not None)
     if isinstance(mixer, SwiGLU):
-        return dict(d_hidden=mixer.gate_proj.out_features, bias=mixer.gate_proj.bias is not None)
+        return dict(d_hidden=mixer.up_proj.out_features, bias=mixer.up_proj.bias is not None,
+                    activation=mixer.activation)
     raise TypeError(f"no spec for mixer {type(mixer).__name__}")
 
 
