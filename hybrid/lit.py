@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from hybrid import ranks
 from hybrid.chunked_eval import chunked_stats, eval_chunk_of
+from hybrid.fsdp import plain_name
 from hybrid.model import HybridLM
 from hybrid.progress import ProgressLog
 
@@ -68,6 +69,8 @@ class HybridLitModule(L.LightningModule):
         self.bytes_per_token = bytes_per_token  # set for byte-level data (audio, text): adds val/bpb_<name>
         self.model, self.optimizer_factory, self.scheduler_factory = model, optimizer, scheduler
         self.aux_loss_weight, self.eval_names = aux_loss_weight, list(eval_names)
+        # weight decay is decided on the unwrapped shapes: under FSDP every weight is a 1-D shard (hybrid/fsdp.py)
+        self._decay_names = {n for n, p in model.named_parameters() if p.dim() >= 2 and "A_log" not in n}
         self.finite_check_every, self.compile_mode, self.progress_every_s = finite_check_every, compile, progress_every_s
         self._val = {}  # dataloader index -> [loss_sum, correct, count] float64 on the device
         self._nonfinite = None  # [step of the first non-finite loss or -1, that loss] on the device
@@ -163,8 +166,9 @@ class HybridLitModule(L.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self):
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "A_log" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2 or "A_log" in n]
+        named = [(plain_name(n), p) for n, p in self.model.named_parameters()]
+        decay = [p for n, p in named if n in self._decay_names]
+        no_decay = [p for n, p in named if n not in self._decay_names]
         optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         if self.scheduler_factory is None:
             return optimizer

@@ -152,6 +152,26 @@ def test_fsdp_config_wraps_and_checkpoints_each_residual_block():
     assert strategy._state_dict_type == "full" and cfg.trainer.use_distributed_sampler is False
 
 
+def test_weight_decay_groups_survive_wrapping():
+    # FSDP and activation checkpointing rename every block's parameters (and FSDP shows 1-D shards): the decayed
+    # weights are still exactly the matrices of the unwrapped model
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+    from hybrid.fsdp import block_policy
+    from hybrid.lit import HybridLitModule
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke", "run_dir=unused"])
+    model = instantiate(cfg.model)
+    module = HybridLitModule(model, optimizer=torch.optim.AdamW)
+    plain = {id(p) for p in module.configure_optimizers().param_groups[0]["params"]}
+    apply_activation_checkpointing(model, auto_wrap_policy=block_policy())
+    assert any("_checkpoint_wrapped_module" in n for n, _ in model.named_parameters())
+    wrapped = module.configure_optimizers().param_groups
+    assert {id(p) for p in wrapped[0]["params"]} == plain
+    assert plain == {id(p) for n, p in model.named_parameters() if p.dim() >= 2 and "A_log" not in n}
+    assert len(wrapped[0]["params"]) + len(wrapped[1]["params"]) == len(list(model.parameters()))
+
+
 class FakeTrainer:
     def __init__(self, rank: int, world: int):
         self.global_rank, self.world_size = rank, world
