@@ -152,6 +152,16 @@ def test_fsdp_config_wraps_and_checkpoints_each_residual_block():
     assert strategy._state_dict_type == "full" and cfg.trainer.use_distributed_sampler is False
 
 
+def test_multinode_slurm_preset_follows_the_trainer():
+    # nodes x GPUs per node with one task (rank) per GPU, from trainer.num_nodes and trainer.devices
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_multinode", "trainer=ddp", "trainer.num_nodes=3",
+                                          "trainer.devices=4", "run_dir=unused"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (3, 4, 4)
+
+
 def test_weight_decay_groups_survive_wrapping():
     # FSDP and activation checkpointing rename every block's parameters (and FSDP shows 1-D shards): the decayed
     # weights are still exactly the matrices of the unwrapped model
