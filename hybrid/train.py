@@ -9,7 +9,9 @@ directory is in use by another process; 130 / 143 stopped by Ctrl-C / SIGTERM (r
 """
 import contextlib
 import logging
+import os
 import shutil
+import sys
 import time
 import traceback
 import warnings
@@ -24,7 +26,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from hybrid import ranks, rundir
+from hybrid import ranks, rundir, threads
 from hybrid.atomic import AtomicCheckpointIO, write_text
 from hybrid.checks import UsageError, check_run, exit_on_usage_error
 from hybrid.records import RunRecord, record_failure
@@ -52,6 +54,7 @@ def summary_table(metrics: dict, run_dir: Path, seconds: float) -> str:
 def train(cfg: DictConfig) -> dict:
     """Train, evaluate and record one run. Returns the result (also written to run_dir/result.json)."""
     check_run(cfg)  # usage errors before anything is built or written
+    threads.set_threads(cfg.get("threads"), on_gpu=threads.uses_gpu(cfg.trainer.accelerator))
     run_dir = Path(cfg.run_dir).resolve()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _partial_=True)(task=instantiate(cfg.task))
@@ -132,11 +135,18 @@ def main(cfg: DictConfig) -> dict:
     """A single run trains in this process; a multirun (-m) runs each point in a child process
     (hybrid.sweep.isolation) and summarises the sweep (hybrid.sweep.summary)."""
     if HydraConfig.get().mode != RunMode.MULTIRUN:
+        run_dir = Path(cfg.run_dir).resolve()
         try:
             return run_recorded(cfg)
         except UsageError:
-            remove_hydra_leftovers(Path(cfg.run_dir).resolve())
+            remove_hydra_leftovers(run_dir)
             raise
+        except Exception as e:  # recorded in result.json; HYDRA_FULL_ERROR=1 shows the traceback here
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: the run failed: {type(e).__name__}: {e} (recorded in {run_dir / 'result.json'}; "
+                  f"HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+            raise SystemExit(1) from None
     return isolation.run_point(cfg, isolation.launcher_settings(HydraConfig.get()))
 
 

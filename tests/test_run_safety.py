@@ -238,3 +238,12 @@ def test_usage_errors_of_convert(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main([str(tmp_path / "ours"), str(tmp_path / "out"), "--dtype", "float33"])
     assert info.value.code == 2 and "float33" in capsys.readouterr().err
+
+
+def test_a_failed_run_says_why_in_one_paragraph_and_exits_1(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = hydra_main(monkeypatch, train, *TINY, "lit.optimizer.lr=inf", "checkpoint_every=1",
+                      f"hydra.run.dir={tmp_path}", "hydra/job_logging=none", "hydra/hydra_logging=none")
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: the run failed: FloatingPointError") and "Traceback" not in err
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
