@@ -135,9 +135,10 @@ def floor_rows(batch, dim, N, L, dtype, bandwidth, exps_per_s) -> list[dict]:
     return rows
 
 
-def run(device, lengths, shape, layouts=("contiguous",)) -> list[dict]:
+def run(device, lengths, shape, layouts=("contiguous",), only=None, save=lambda rows: None) -> list[dict]:
+    """Rows for every length; `only`: the providers to time (default all); save(rows) after each length."""
     batch, dim, N, dtype, hd = shape["batch"], shape["dim"], shape["N"], shape["dtype"], shape["head_dim"]
-    providers = scan_providers(device)
+    providers = {k: v for k, v in scan_providers(device).items() if only is None or k in only}
     bandwidth, exps = copy_bandwidth(device), exp_rate(device)
     print(f"measured: copy bandwidth {bandwidth / 1e9:.1f} GB/s, exp rate {exps / 1e9:.1f} G/s")
     rows = []
@@ -157,13 +158,14 @@ def run(device, lengths, shape, layouts=("contiguous",)) -> list[dict]:
                     print(f"  L={L} {name} {layout} {mode}: {rows[-1]['median_ms']} ms", file=sys.stderr, flush=True)
             del xl
         a = attention_inputs(batch, dim, L, hd, dtype, device)
-        for name, fn in attention_providers(device).items():
+        for name, fn in attention_providers(device).items() if only is None or "attention" in only else ():
             for mode in MODES:
                 rows.append(dict(op="attention", provider=f"{name} {dim // hd}x{hd}", layout="contiguous", mode=mode, L=L,
                                  **safe_measure(fn, a, mode, device)))
                 print(f"  L={L} {name} {mode}: {rows[-1]['median_ms']} ms", file=sys.stderr, flush=True)
         del x, a
         rows += floor_rows(batch, dim, N, L, dtype, bandwidth, exps)
+        save(rows)
     return rows
 
 
@@ -187,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--layouts", nargs="+", choices=("contiguous", "block", "channels_last"),
                    default=["contiguous", "block"], help="memory layouts of the inputs (hybrid/bench/scan_inputs.py)")
     p.add_argument("--out", type=Path, help="JSON file (default: bench/results/scan_<device>.json, default shapes only)")
+    p.add_argument("--providers", nargs="+", choices=("ours", "reference", "sequential", "mamba_ssm", "attention"),
+                   help="time only these (default: all that can run)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--config", type=json.loads, help="our kernels' tile shapes: JSON with some of CONFIG's keys")
     args = p.parse_args(argv)
@@ -199,15 +203,16 @@ def main(argv=None) -> int:
         print("--device cuda: no CUDA device is visible to torch", file=sys.stderr)
         return 2
     shape = SHAPES[args.device]
-    out = output_path(p, args, "scan", dict(lengths=None, config=None))
+    out = output_path(p, args, "scan", dict(lengths=None, config=None, providers=None))
     env = environment(args.device)
-    t0 = time.perf_counter()
-    rows = run(args.device, args.lengths or shape["lengths"], shape, args.layouts)
-    print_table(rows)
-    shape_json = {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()}
     if args.device == "cuda":
         from hybrid.kernels.selective_scan.triton import CONFIG
         env["ours_config"] = dict(CONFIG)
+    t0 = time.perf_counter()
+    shape_json = {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()}
+    rows = run(args.device, args.lengths or shape["lengths"], shape, args.layouts, args.providers,
+               save=lambda rows: write_rows(out, "scan", env, rows, quiet=True, shape=shape_json))
+    print_table(rows)
     write_rows(out, "scan", env, rows, shape=shape_json)
     print(f"{args.device}: {env['device']}; {len(rows)} rows in {time.perf_counter() - t0:.1f} s")
     return 0
