@@ -20,11 +20,6 @@ BLOCK_D = 64
 
 
 @triton.jit
-def _silu(x):
-    return x / (1.0 + tl.exp(-x))
-
-
-@triton.jit
 def _conv_update_kernel(x_ptr, state_ptr, w_ptr, b_ptr, out_ptr, dim, s_xb, s_xd, s_sb, s_sd, s_sk, s_wd, s_wk,
                         s_ob, s_od, K: tl.constexpr, KP: tl.constexpr, HAS_BIAS: tl.constexpr,
                         BLOCK: tl.constexpr):
@@ -41,7 +36,8 @@ def _conv_update_kernel(x_ptr, state_ptr, w_ptr, b_ptr, out_ptr, dim, s_xb, s_xd
     acc = tl.sum(state.to(tl.float32) * w.to(tl.float32), axis=1)
     if HAS_BIAS:
         acc += tl.load(b_ptr + d, mask=dmask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + b * s_ob + d * s_od, _silu(acc).to(out_ptr.dtype.element_ty), mask=dmask)
+    u = acc / (1.0 + tl.exp(-acc))  # silu (inline: a nested jit function fails in the interpreter after some imports)
+    tl.store(out_ptr + b * s_ob + d * s_od, u.to(out_ptr.dtype.element_ty), mask=dmask)
 
 
 def conv_state_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor,
@@ -84,7 +80,8 @@ def _ssm_update_kernel(h_ptr, u_ptr, dt_ptr, dtb_ptr, alog_ptr, B_ptr, C_ptr, D_
     tl.store(h_row, h, mask=m2)
     y = tl.sum(h * C, axis=1) + tl.load(D_ptr + d, mask=dmask, other=0.0).to(tl.float32) * u
     if HAS_Z:
-        y *= _silu(tl.load(z_ptr + b * s_zb + d * s_zd, mask=dmask, other=0.0).to(tl.float32))
+        z = tl.load(z_ptr + b * s_zb + d * s_zd, mask=dmask, other=0.0).to(tl.float32)
+        y *= z / (1.0 + tl.exp(-z))
     tl.store(y_ptr + b * s_yb + d * s_yd, y.to(y_ptr.dtype.element_ty), mask=dmask)
 
 

@@ -13,14 +13,19 @@ import pytest
 from hybrid.blocks import mamba_inference
 from hybrid.blocks.mamba import Mamba
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Triton's own jit functions (tl.sum) are interpretable only when triton was first imported under TRITON_INTERPRET=1
+LATE = DEVICE == "cpu" and type(triton.language.standard.sum).__name__ != "InterpretedFunction"
+needs_kernels = pytest.mark.skipif(LATE, reason="triton was imported before TRITON_INTERPRET=1 was set (by an "
+                                                "earlier test module): run this file on its own")
 
 
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
+@needs_kernels
 @pytest.mark.parametrize("kw", [dict(d_state=5, d_conv=3), dict(selective=False), dict(gate=False),
                                 dict(dt_bc_norm=True, conv_bias=False)],
                          ids=["selective", "lti", "no-gate", "dt-bc-norm"])
