@@ -33,11 +33,13 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    """forward: x [batch, L, d_model] -> [batch, L, d_model]. rope_base=None turns RoPE off (Jamba uses none).
+    """forward: x [batch, L, d_model] -> [batch, L, d_model]. rope_base=None turns RoPE off (Jamba uses none);
+    rope_fraction < 1 rotates only the first rope_fraction * head_dim channels of each head (Bamba: 0.5).
     With a KVCache, forward continues the cached sequence (prefill) and step decodes one token."""
 
     def __init__(self, d_model: int, n_heads: int = 4, n_kv_heads: int | None = None,
-                 rope_base: float | None = 10000.0, bias: bool = False, backend: str = "auto"):
+                 rope_base: float | None = 10000.0, bias: bool = False, backend: str = "auto",
+                 rope_fraction: float = 1.0):
         super().__init__()
         n_kv_heads = n_kv_heads or n_heads
         if d_model % n_heads:
@@ -45,9 +47,13 @@ class Attention(nn.Module):
         if n_heads % n_kv_heads:
             raise ValueError(f"n_heads={n_heads} is not a multiple of n_kv_heads={n_kv_heads}")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
-        if rope_base is not None and self.head_dim % 2:
-            raise ValueError(f"RoPE needs an even head_dim; got d_model/n_heads={self.head_dim}")
-        self.rope_base, self.backend = rope_base, backend
+        self.rope_dim = int(self.head_dim * rope_fraction)
+        if not 0 < rope_fraction <= 1:
+            raise ValueError(f"rope_fraction={rope_fraction} must lie in (0, 1]")
+        if rope_base is not None and self.rope_dim % 2:
+            raise ValueError(f"RoPE needs an even number of rotated channels; got head_dim={self.head_dim} * "
+                             f"rope_fraction={rope_fraction} -> {self.rope_dim}")
+        self.rope_base, self.backend, self.rope_fraction = rope_base, backend, rope_fraction
         self.q_proj = nn.Linear(d_model, n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
@@ -70,7 +76,8 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(batch, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.rope_base is not None:
-            q, k = rotary(q, self.rope_base, start), rotary(k, self.rope_base, start)
+            q, k = (torch.cat([rotary(t[..., :self.rope_dim], self.rope_base, start), t[..., self.rope_dim:]], -1)
+                    if self.rope_dim < self.head_dim else rotary(t, self.rope_base, start) for t in (q, k))
         return q, k, v
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from hybrid.convert import jamba, mamba, mamba2, nemotron_h
+from hybrid.convert import bamba, jamba, mamba, mamba2, nemotron_h
 from hybrid.convert.build import build_loaded, merge_blocks
 from hybrid.convert.links import ConversionError, DictSource, export_from
 from hybrid.convert.sources import open_weights
 from hybrid.convert.specs import UnsupportedConfig
 from hybrid.model import HybridLM
 
-ARCHS = {m.MODEL_TYPE: m for m in (mamba, mamba2, jamba, nemotron_h)}
+ARCHS = {m.MODEL_TYPE: m for m in (mamba, mamba2, jamba, nemotron_h, bamba)}
 
 
 def _arch(model_type, architectures, origin: str):
@@ -33,8 +33,8 @@ def _arch(model_type, architectures, origin: str):
 
 
 def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -> HybridLM:
-    """Our HybridLM with the weights of a transformers MambaForCausalLM, Mamba2ForCausalLM, NemotronHForCausalLM or
-    JambaForCausalLM.
+    """Our HybridLM with the weights of a transformers MambaForCausalLM, Mamba2ForCausalLM, NemotronHForCausalLM,
+    BambaForCausalLM or JambaForCausalLM.
 
     Args:
         src: the model (in memory) or a directory saved by save_pretrained (config.json + safetensors/bin).
@@ -65,15 +65,41 @@ def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -
     return build_loaded(args, arch.links, source, dtype, what=f"converting {origin} ({arch.ARCHITECTURE})")
 
 
+def _export_arch(model: HybridLM):
+    """The architecture module a model exports to, by its symbols (its hf_config then says what does not fit)."""
+    p = model.pattern
+    if set(p) == {"M"}:
+        return mamba
+    if set(p) == {"S"}:
+        return mamba2
+    if "S" not in p:
+        return jamba
+    pairs = len(p) % 2 == 0 and all(c in ("SA" if j % 2 == 0 else "F") for j, c in enumerate(p))
+    swiglu = all(layer.mixer.activation == "swiglu" for layer in model.layers if layer.symbol == "F")
+    return bamba if pairs and swiglu else nemotron_h  # Bamba: (S | A) + SwiGLU F per layer; else Nemotron-H
+
+
+def _rebuild_meta_buffers(hf_model) -> None:
+    """Rebuild, on the CPU from the config, each submodule that holds a buffer no state dict carries (a rotary
+    embedding's inv_freq): building on the meta device left it without values."""
+    owners = {name.rpartition(".")[0] for name, t in hf_model.named_buffers() if t.is_meta}
+    for owner in sorted(owners):
+        module = hf_model.get_submodule(owner)
+        if any(p.is_meta for p in module.parameters()):
+            continue  # not a pure buffer holder: reported by the caller
+        parent, _, child = owner.rpartition(".")
+        setattr(hf_model.get_submodule(parent), child, type(module)(config=hf_model.config))
+
+
 def to_transformers(model: HybridLM, out_dir: str | Path | None = None):
     """`model` as a transformers model: MambaForCausalLM for an all-Mamba stack, Mamba2ForCausalLM for an all-Mamba-2
-    (`S`) stack, NemotronHForCausalLM for Mamba-2 with attention and MLPs, JambaForCausalLM for a
+    (`S`) stack, BambaForCausalLM for Mamba-2 / attention layers each followed by a SwiGLU MLP, NemotronHForCausalLM
+    for other stacks of Mamba-2, attention and relu^2 MLPs, JambaForCausalLM for a
     Jamba-style one (alternating mixer and feed-forward blocks, attention and MoE periodic), in eval mode.
     With `out_dir`, also save_pretrained there, so that from_pretrained(out_dir) loads it.
     Raises UnsupportedConfig saying why the model fits neither."""
     import transformers
-    kinds = set(model.pattern)
-    arch = mamba if kinds == {"M"} else mamba2 if kinds == {"S"} else nemotron_h if "S" in kinds else jamba
+    arch = _export_arch(model)
     config = arch.hf_config(model)
     with torch.device("meta"):  # no random init of weights that are overwritten next (seconds at 100M+)
         hf_model = getattr(transformers, arch.ARCHITECTURE)(config)
@@ -84,6 +110,7 @@ def to_transformers(model: HybridLM, out_dir: str | Path | None = None):
     hf_model.load_state_dict(state, strict=True, assign=True)
     if config.tie_word_embeddings:  # assign gave the head its own Parameter: tie it again
         hf_model.get_output_embeddings().weight = hf_model.get_input_embeddings().weight
+    _rebuild_meta_buffers(hf_model)
     left = [n for n, t in list(hf_model.named_parameters()) + list(hf_model.named_buffers()) if t.is_meta]
     if left:
         raise ConversionError(f"exporting to {arch.ARCHITECTURE}", [f"no value for {n!r}" for n in left])

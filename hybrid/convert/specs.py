@@ -37,7 +37,8 @@ def block_spec(mixer: torch.nn.Module) -> dict:
                     conv_bias=mixer.conv1d.bias is not None)
     if isinstance(mixer, Attention):
         return dict(n_heads=mixer.n_heads, n_kv_heads=mixer.n_kv_heads, head_dim=mixer.head_dim,
-                    rope_base=mixer.rope_base, bias=mixer.q_proj.bias is not None)
+                    rope_base=mixer.rope_base, rope_fraction=mixer.rope_fraction,
+                    bias=mixer.q_proj.bias is not None)
     if isinstance(mixer, MoE):
         return dict(n_experts=mixer.n_experts, top_k=mixer.top_k, renormalize=mixer.renormalize,
                     d_hidden=mixer.experts[0].gate_proj.out_features,

@@ -75,7 +75,7 @@ def test_moe_layers_are_refused_by_name():
 
 @pytest.mark.parametrize("layout,blocks,match", [
     ("SFAF", {"A": {"rope_base": 10000.0}, "F": {"activation": "relu2"}}, "rope_base=null"),
-    ("SFAF", {"A": {"rope_base": None}}, "activation=relu2"),
+    ("SAF", {"A": {"rope_base": None}}, "activation=relu2"),  # not Bamba's pairs: Nemotron-H, whose MLP is relu^2
     ("SFMF", {"F": {"activation": "relu2"}}, "Mamba-1 M has no form"),
     ("SF", {"S": {"headdim": 8, "dt_limit": (0.0, 0.5)}, "F": {"activation": "relu2"}}, "upper limit must be inf"),
 ], ids=["rope", "swiglu", "mamba1", "dt-max"])
