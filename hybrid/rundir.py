@@ -6,6 +6,7 @@ attempts, and the config the weights were trained with.
                            is never in the way. A second process gets RunDirBusy naming the holder.
   last_checkpoint(run_dir) checkpoints/last.ckpt when it exists and reads back whole, else an error naming it
   keep_metrics_history     metrics.csv of an earlier attempt moved to metrics.attempt<k>.csv
+  remove_hydra_leftovers   a refused command (usage error) leaves no run directory behind
   config_changes           what differs between the config the checkpoint was trained with (config.yaml) and
                            this attempt's; keys that only change evaluation or bookkeeping (EVALUATION_ONLY) may
                            change, any other change is refused unless the user passes resume=force.
@@ -14,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import zipfile
 from fnmatch import fnmatch
@@ -128,3 +130,10 @@ def check_resume(run_dir: Path, config: dict, force: bool) -> list[str]:
                           f"Resuming would record weights under a config that did not make them. Use another "
                           f"run directory, or pass resume=force to resume anyway (recorded in record.json).")
     return changes
+
+
+def remove_hydra_leftovers(run_dir: Path) -> None:
+    """After a usage error: remove what Hydra wrote before the run was checked (.hydra/, train.log), when the
+    directory holds nothing else, so a refused command leaves no run directory behind."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir)

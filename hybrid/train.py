@@ -10,7 +10,6 @@ directory is in use by another process; 130 / 143 stopped by Ctrl-C / SIGTERM (r
 import contextlib
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -122,13 +121,6 @@ def run_recorded(cfg: DictConfig) -> dict:
         raise
 
 
-def remove_hydra_leftovers(run_dir: Path) -> None:
-    """After a usage error: remove what Hydra wrote before the run was checked (.hydra/, train.log), when the
-    directory holds nothing else, so a refused command leaves no run directory behind."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(run_dir)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_usage_error
 def main(cfg: DictConfig) -> dict:
@@ -139,7 +131,7 @@ def main(cfg: DictConfig) -> dict:
         try:
             return run_recorded(cfg)
         except UsageError:
-            remove_hydra_leftovers(run_dir)
+            rundir.remove_hydra_leftovers(run_dir)
             raise
         except Exception as e:  # recorded in result.json; HYDRA_FULL_ERROR=1 shows the traceback here
             if os.environ.get("HYDRA_FULL_ERROR") == "1":

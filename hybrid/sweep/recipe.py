@@ -276,4 +276,5 @@ def claim(p: Plan) -> None:
                           if theirs.get("fixed", {}).get(k) != mine["fixed"].get(k))
             raise ValueError(f"{p.sweep_dir} holds runs made with other fixed settings (differing: {keys}); "
                              f"delete that directory, or pass hydra.sweep.dir=ANOTHER_DIR")
-    path.write_text(json.dumps(mine, indent=2) + "\n")
+    from hybrid.atomic import write_text  # torch-free callers (figures) never get here
+    write_text(path, json.dumps(mine, indent=2) + "\n")
