@@ -2,7 +2,7 @@
 
 on_multirun_start  the launcher's plugin is importable, else an error naming the package to install (Hydra's
                    own message for a missing plugin does not say which)
-on_multirun_end    collects every point of the sweep (hybrid.collect) into <sweep dir>/summary.csv (one row per
+on_multirun_end    collects every point of the sweep (hybrid.sweep.collect) into <sweep dir>/summary.csv (one row per
                    point, every config key and final metric) and summary.md (counts, a table, the failed
                    points with their reasons), and logs the failures. Points the sweep should have run but that
                    left no directory are listed as missing. A later sweep of other overrides in the same
