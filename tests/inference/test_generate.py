@@ -3,7 +3,7 @@ gives each prompt's own tokens; sampling is seeded and filtered; models converte
 Jamba generate exactly the tokens of transformers' own greedy generate."""
 import pytest
 import torch
-from test_decode import VOCAB, block_model, config_model
+from test_decode import BLOCKS, MODELS, VOCAB, block_model, config_model
 
 from hybrid.inference import sample
 
@@ -17,18 +17,22 @@ def greedy_by_full_forward(model, prompt, n):
     return tokens
 
 
-@pytest.mark.parametrize("name", ["jamba_small", "hybrid_small"])
+def any_model(name):
+    return block_model(name) if name in BLOCKS else config_model(name)
+
+
+@pytest.mark.parametrize("name", MODELS + list(BLOCKS))
 def test_greedy_generate_equals_repeated_argmax(name):
-    model = config_model(name)
+    model = any_model(name)
     prompt = torch.randint(0, VOCAB, (3, 9), generator=torch.Generator().manual_seed(0))
     out = model.generate(prompt, max_new_tokens=12)
     assert out.shape == (3, 21) and torch.equal(out[:, :9], prompt)
     assert torch.equal(out, greedy_by_full_forward(model, prompt, 12))
 
 
-@pytest.mark.parametrize("kind", ["mamba", "attention-rope-gqa", "moe"])
-def test_prompts_of_different_lengths_equal_each_alone(kind):
-    model = block_model(kind)
+@pytest.mark.parametrize("name", MODELS + list(BLOCKS))
+def test_prompts_of_different_lengths_equal_each_alone(name):
+    model = any_model(name)
     g = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, VOCAB, (n,), generator=g) for n in (5, 1, 11, 8)]
     out = model.generate(prompts, max_new_tokens=6, pad_token_id=-1)
