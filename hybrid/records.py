@@ -75,7 +75,9 @@ def reset_backends() -> None:
     """Forget the kernel backends seen so far in this process (a run starts)."""
     from hybrid.kernels.attention import reset_backends_used as reset_attention
     from hybrid.kernels.selective_scan import reset_backends_used as reset_scan
+    from hybrid.kernels.ssd import reset_backends_used as reset_ssd
     reset_scan()
+    reset_ssd()
     reset_attention()
 
 
@@ -83,7 +85,8 @@ def backends() -> dict:
     """The kernel backends that ran since the last reset_backends()."""
     from hybrid.kernels.attention import backends_used as attention_backends
     from hybrid.kernels.selective_scan import backends_used as scan_backends
-    return {"selective_scan": scan_backends(), "attention": attention_backends()}
+    from hybrid.kernels.ssd import backends_used as ssd_backends
+    return {"selective_scan": scan_backends(), "ssd": ssd_backends(), "attention": attention_backends()}
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -26,8 +26,13 @@ _logged: set[tuple[str, str]] = set()
 
 
 def backends_used() -> list[str]:
-    """The SSD backends that have run in this process (for run records)."""
+    """The SSD backends that have run since the last reset_backends_used() (for run records)."""
     return sorted(_used)
+
+
+def reset_backends_used() -> None:
+    """Forget the backends seen so far: a run calls this when it starts, so its record lists only its own."""
+    _used.clear()
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
