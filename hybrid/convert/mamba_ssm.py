@@ -1,12 +1,12 @@
 """mamba-ssm's `MambaLMHeadModel` checkpoints (config.json with d_model, n_layer, ssm_cfg, attn_layer_idx,
 attn_cfg ... + pytorch_model.bin or safetensors) -> HybridLM. Import only.
 
-Layer i of mamba-ssm is a mixer (Mamba1, or MHA where i is in attn_layer_idx) and, when d_intermediate > 0,
-a gated MLP: one or two of our blocks (j = i, or j = 2i and 2i+1):
+Layer i of mamba-ssm is a mixer (Mamba1 -> our M, or Mamba2 -> our S, as ssm_cfg.layer says; MHA where i is in
+attn_layer_idx) and, when d_intermediate > 0, a gated MLP: one or two of our blocks (j = i, or j = 2i and 2i+1):
 
     backbone.embedding.weight            embedding.weight
     backbone.layers.{i}.norm.weight      layers.{j}.norm.weight
-    backbone.layers.{i}.mixer.*          layers.{j}.mixer.*                          (Mamba1)
+    backbone.layers.{i}.mixer.*          layers.{j}.mixer.*                          (Mamba1, Mamba2: same names)
     backbone.layers.{i}.mixer.in_proj    layers.{j}.mixer.{q,k,v}_proj, rows q|k|v   (MHA)
     backbone.layers.{i}.mixer.out_proj   layers.{j}.mixer.o_proj                     (MHA)
     backbone.layers.{i}.norm2.weight     layers.{j+1}.norm.weight
@@ -30,6 +30,12 @@ TOP_KEYS = {"d_model", "d_intermediate", "n_layer", "vocab_size", "ssm_cfg", "at
 # settings of mamba_ssm.modules.mamba_simple.Mamba; dt_init, dt_scale and use_fast_path change init or speed only
 SSM_KEYS = {"layer", "d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
             "dt_init_floor", "conv_bias", "bias", "use_fast_path"}
+# settings of mamba_ssm.modules.mamba2.Mamba2 (our S block takes the same names); use_mem_eff_path: speed only
+SSM2_KEYS = {"layer", "d_state", "d_conv", "conv_init", "expand", "headdim", "d_ssm", "ngroups", "A_init_range",
+             "D_has_hdim", "rmsnorm", "norm_before_gate", "dt_min", "dt_max", "dt_init_floor", "dt_limit", "bias",
+             "conv_bias", "chunk_size", "use_mem_eff_path"}
+SSM2_OPTIONS = ("d_state", "d_conv", "headdim", "ngroups", "A_init_range", "D_has_hdim", "rmsnorm", "norm_before_gate",
+                "dt_min", "dt_max", "dt_init_floor", "dt_limit", "bias", "conv_bias", "chunk_size")
 ATTN_KEYS = {"num_heads", "num_heads_kv", "head_dim", "mlp_dim", "qkv_proj_bias", "out_proj_bias", "softmax_scale",
              "causal", "d_conv", "rotary_emb_dim", "rotary_emb_base", "rotary_emb_interleaved"}
 NORM_EPS = 1e-5
@@ -54,10 +60,15 @@ def hybrid_args(cfg: Mapping, origin: str = "mamba-ssm config") -> dict:
     heads = attn.get("num_heads", 1)
     head_dim = attn.get("head_dim") or d_model // heads
     rotary = attn.get("rotary_emb_dim", 0)
+    layer = ssm.get("layer", "Mamba1")
+    known = SSM2_KEYS if layer == "Mamba2" else SSM_KEYS
+    d_inner = int(ssm.get("expand", 2) * d_model)
     checks = [(not (set(cfg) - TOP_KEYS), f"unknown config keys {sorted(set(cfg) - TOP_KEYS)}"),
-              (not (set(ssm) - SSM_KEYS), f"unknown ssm_cfg keys {sorted(set(ssm) - SSM_KEYS)}"),
-              (ssm.get("layer", "Mamba1") == "Mamba1",
-               f"ssm_cfg.layer={ssm.get('layer')!r}: only Mamba1 blocks are implemented (Mamba-2 'S' is not yet)"),
+              (not (set(ssm) - known), f"unknown ssm_cfg keys {sorted(set(ssm) - known)}"),
+              (layer in ("Mamba1", "Mamba2"),
+               f"ssm_cfg.layer={layer!r}: Mamba1 (our M) and Mamba2 (our S) blocks are implemented"),
+              (ssm.get("d_ssm") in (None, d_inner), (f"ssm_cfg.d_ssm={ssm.get('d_ssm')}: a Mamba2 whose SSM is "
+                                                     f"narrower than d_inner={d_inner} (an MLP part) is not supported")),
               (cfg.get("rms_norm", True), "rms_norm=false (LayerNorm): our blocks use RMSNorm"),
               (all(0 <= i < n_layers for i in attn_idx),
                f"attn_layer_idx {sorted(attn_idx)} outside 0..{n_layers - 1}")]
@@ -84,18 +95,23 @@ def hybrid_args(cfg: Mapping, origin: str = "mamba-ssm config") -> dict:
     check_supported(checks, origin)
     if vocab % multiple:
         vocab += multiple - vocab % multiple
-    blocks = {"M": dict(d_state=ssm.get("d_state", 16), d_conv=ssm.get("d_conv", 4),
-                        expand=exact_expand(int(ssm.get("expand", 2) * d_model), d_model, origin),
-                        dt_rank=ssm.get("dt_rank", "auto"), dt_min=ssm.get("dt_min", 1e-3),
-                        dt_max=ssm.get("dt_max", 0.1), dt_init_floor=ssm.get("dt_init_floor", 1e-4),
-                        conv_bias=ssm.get("conv_bias", True), bias=ssm.get("bias", False))}
+    mamba = "S" if layer == "Mamba2" else "M"
+    if mamba == "S":  # mamba-ssm's gated norm has eps 1e-5, as ours by default
+        blocks = {"S": {**{k: ssm[k] for k in SSM2_OPTIONS if k in ssm},
+                        "expand": exact_expand(d_inner, d_model, origin), "rmsnorm_eps": NORM_EPS}}
+    else:
+        blocks = {"M": dict(d_state=ssm.get("d_state", 16), d_conv=ssm.get("d_conv", 4),
+                            expand=exact_expand(d_inner, d_model, origin),
+                            dt_rank=ssm.get("dt_rank", "auto"), dt_min=ssm.get("dt_min", 1e-3),
+                            dt_max=ssm.get("dt_max", 0.1), dt_init_floor=ssm.get("dt_init_floor", 1e-4),
+                            conv_bias=ssm.get("conv_bias", True), bias=ssm.get("bias", False))}
     if attn_idx:
         blocks["A"] = dict(n_heads=heads, n_kv_heads=attn.get("num_heads_kv") or heads,
                            rope_base=float(attn.get("rotary_emb_base", 10000.0)) if rotary else None,
                            bias=attn.get("qkv_proj_bias", True))
     if d_inter:
         blocks["F"] = dict(d_hidden=_mlp_hidden(d_inter), bias=False)
-    layout = "".join(("A" if i in attn_idx else "M") + ("F" if d_inter else "") for i in range(n_layers))
+    layout = "".join(("A" if i in attn_idx else mamba) + ("F" if d_inter else "") for i in range(n_layers))
     return dict(vocab_size=vocab, d_model=d_model, layout=layout, blocks=blocks,
                 tie_embeddings=cfg.get("tie_embeddings", True), norm_eps=NORM_EPS,
                 residual_in_fp32=cfg.get("residual_in_fp32", True))
@@ -112,7 +128,7 @@ def links(model: HybridLM, source_keys=None) -> tuple[list[Link], set[str]]:
         j, theirs = per_layer * i, f"backbone.layers.{i}."
         out.append(rename(f"layers.{j}.norm.weight", theirs + "norm.weight"))
         ours = f"layers.{j}.mixer."
-        if model.pattern[j] == "M":
+        if model.pattern[j] in "MS":
             out += renames(keys, ours, theirs + "mixer.")
         else:
             att = model.layers[j].mixer

@@ -109,13 +109,29 @@ def test_hybrid_with_attention_and_mlp(tmp_path):
         assert torch.isfinite(ours(torch.randint(0, 48, (2, 13), generator=g)).logits).all()
 
 
+def test_mamba2_same_logits_as_transformers(tmp_path):
+    """A mamba-ssm Mamba2 file is transformers' Mamba2 state with `embedding` for `embeddings` (our S block)."""
+    from test_convert_mamba2 import tiny_mamba2
+    hf = tiny_mamba2(hidden_size=D, num_heads=8, head_dim=6, vocab_size=48, time_step_limit=(0.0, 0.4))
+    state = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in hf.state_dict().items()}
+    ssm_cfg = {"layer": "Mamba2", "d_state": 6, "d_conv": 3, "expand": 2, "headdim": 6, "ngroups": 2,
+               "chunk_size": 8, "dt_limit": [0.0, 0.4], "use_mem_eff_path": True}
+    config = mamba_ssm_config(ssm_cfg=ssm_cfg, tie_embeddings=False)
+    ours = load_checkpoint(write_dir(tmp_path, config, state, as_bin=False)).eval()
+    assert ours.pattern == "SSS" and ours.layers[0].mixer.dt_limit == (0.0, 0.4)
+    tokens = torch.randint(0, 45, (2, 19), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert rel_err(ours(tokens).logits, hf(tokens).logits) < 1e-5
+
+
 @pytest.mark.parametrize("change,match", [
-    (dict(ssm_cfg={"layer": "Mamba2"}), "ssm_cfg.layer='Mamba2'"),
+    (dict(ssm_cfg={"layer": "Mamba3"}), "ssm_cfg.layer='Mamba3'"),
+    (dict(ssm_cfg={"layer": "Mamba2", "d_ssm": 24}), "ssm_cfg.d_ssm=24"),
     (dict(rms_norm=False), "rms_norm=false"),
     (dict(attn_layer_idx=[1], attn_cfg={"num_heads": 4, "causal": True, "mlp_dim": 64}), "mlp_dim=64"),
     (dict(attn_layer_idx=[1], attn_cfg={"num_heads": 4}), "causal is false"),
     (dict(ssm_cfg={"d_state": 4, "mystery": 1}), r"unknown ssm_cfg keys \['mystery'\]"),
-], ids=["mamba2", "layernorm", "mha-mlp", "non-causal", "unknown-key"])
+], ids=["mamba3", "mamba2-d-ssm", "layernorm", "mha-mlp", "non-causal", "unknown-key"])
 def test_unsupported_configs(tmp_path, change, match):
     write_dir(tmp_path, mamba_ssm_config(**change), {"x": torch.zeros(1)})
     with pytest.raises(UnsupportedConfig, match=match):
