@@ -68,7 +68,7 @@ def answer_task(model: HybridLM, inputs: torch.Tensor, targets: torch.Tensor) ->
         cache = model.allocate_inference_cache(1, len(x))
         predicted, start = [], 0
         for p in positions:
-            logits = model(x[None, start:p + 1], cache).logits[0, -1]
+            logits = model(x[None, start:p + 1], cache, logits_to_keep=1).logits[0, -1]
             predicted.append(int(logits.argmax()))
             start = p + 1
         rows.append((predicted, y[positions].tolist()))

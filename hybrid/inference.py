@@ -155,7 +155,7 @@ def generate(model, tokens: torch.Tensor | Sequence, max_new_tokens: int, temper
     in_prompt = torch.arange(total, device=device)[None] < lengths[:, None]  # [batch, total]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     start = int(lengths.min())
-    logits = model(prompts[:, :start], cache).logits[:, -1]  # [batch, vocab]
+    logits = model(prompts[:, :start], cache, logits_to_keep=1).logits[:, -1]  # [batch, vocab]
     for t in range(start, total):
         token = sample(logits, temperature, top_k, top_p, generator)
         token = torch.where(in_prompt[:, t], out[:, t], token)

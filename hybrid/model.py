@@ -114,9 +114,11 @@ class HybridLM(nn.Module):
         if bias is not None and not getattr(bias, "_no_generic_init", False):
             nn.init.zeros_(bias)
 
-    def forward(self, tokens: torch.Tensor, cache: InferenceCache | None = None) -> HybridOutput:
+    def forward(self, tokens: torch.Tensor, cache: InferenceCache | None = None,
+                logits_to_keep: int | None = None) -> HybridOutput:
         """tokens [batch, L] -> HybridOutput. With a cache (allocate_inference_cache), tokens continue the sequence
-        the cache holds (prefill on the parallel kernels; call again for the next chunk) and the cache advances."""
+        the cache holds (prefill on the parallel kernels; call again for the next chunk) and the cache advances.
+        logits_to_keep: only the last k positions' logits ([batch, k, vocab]; a prefill needs 1)."""
         x = self.embedding(tokens)  # [batch, L, d_model]
         if self.residual_in_fp32:
             x = x.float()
@@ -129,6 +131,8 @@ class HybridLM(nn.Module):
                 counts[i] = aux["expert_counts"]
         if cache is not None:
             cache.seqlen += tokens.shape[1]
+        if logits_to_keep is not None:
+            x = x[:, -logits_to_keep:]
         return HybridOutput(self.lm_head(self.norm(x.to(self.norm.weight.dtype))), aux_loss, counts)
 
     # ------------------------------------------------------------------ inference (hybrid/inference.py)

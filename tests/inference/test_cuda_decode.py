@@ -63,4 +63,4 @@ def test_bf16_decode_near_fp32():
     model = hybrid_model(torch.bfloat16)
     got = decode_steps(model, tokens, model.allocate_inference_cache(2, 50)).float()
     err = ((got - want).norm() / want.norm()).item()
-    assert err < 3e-2, err
+    assert err < 5e-2, err

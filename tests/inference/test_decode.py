@@ -77,9 +77,10 @@ def chunked_prefill(model, tokens, chunk):
 
 def check_all_paths(model, L, chunks=(1, 7, 64)):
     g = torch.Generator().manual_seed(2)
-    tokens = torch.randint(0, VOCAB, (2, L), generator=g)
+    tokens = torch.randint(0, VOCAB, (2, L), generator=g).to(next(model.parameters()).device)
     with torch.no_grad():
         want = model(tokens).logits
+        assert_close_per_position(model(tokens, logits_to_keep=3).logits, want[:, -3:])
         assert_close_per_position(decode_steps(model, tokens, model.allocate_inference_cache(2, L)), want)
         cache = model.allocate_inference_cache(2, L)  # prefill a prompt, then steps
         split = L // 3
