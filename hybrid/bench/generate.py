@@ -8,8 +8,8 @@ width and about the same parameters:
     jamba        MFMFMFAF repeated                  (Jamba's 1:7 attention:Mamba period, MLP every other layer)
     transformer  AF repeated                        (attention with a KV cache + SwiGLU; same width)
 plus mamba-ssm's MambaLMHeadModel.generate(cg=True) where mamba-ssm is installed (CUDA).
-Rows "decode_vs_prompt": decode ms per token after prompts of growing length (mamba, transformer, batch 1), where
-the transformer's KV cache grows and Mamba's state does not.
+Rows "decode_vs_prompt": decode ms per token, cache bytes and peak memory after prompts of growing length (mamba,
+transformer, batch 1), where the transformer's KV cache grows and Mamba's state does not.
 
 Shapes: CUDA bf16, d_model 1024, 24 Mamba sublayers (~211M parameters with vocab 50280), batch 1/8/64, prompt
 2048, 256 new tokens, prompts 1K, 2K, 8K, 32K, 64K for the sweep; CPU (a smoke run, also a test): fp32, tiny.
@@ -112,6 +112,16 @@ def run_model(name, model, args, device, batch) -> dict:
     return row
 
 
+def sweep_row(name, model, prompt, args, device) -> dict:
+    """Decode cost after one prompt; peak_mem_bytes: the peak beyond the weights (cache and prefill included)."""
+    model._decoding = None  # the previous length's graph and cache
+    base = torch.cuda.memory_allocated() if device == "cuda" else 0
+    figures, peak = peak_beyond(device, base, lambda: prefill_and_decode(model, prompt, args.sweep_steps, device,
+                                                                          args.reps))
+    return dict(op="decode_vs_prompt", provider=name, batch=1, prompt=prompt.shape[1], peak_mem_bytes=peak,
+                **figures)
+
+
 def run_mamba_ssm(args, device, dtype, batch) -> dict:
     """mamba-ssm's MambaLMHeadModel.generate(cg=True), the same width, depth and vocabulary, greedy."""
     from mamba_ssm.models.config_mamba import MambaConfig
@@ -155,9 +165,8 @@ def run(args, device: str, save=lambda rows: None) -> list[dict]:
         if name in ("mamba", "transformer"):
             for L in args.sweep:
                 prompt = torch.randint(0, args.vocab, (1, L), device=device)
-                row = guarded(lambda: dict(op="decode_vs_prompt", provider=name, batch=1, prompt=L,
-                                           **prefill_and_decode(model, prompt, args.sweep_steps, device, args.reps)),
-                              op="decode_vs_prompt", provider=name, batch=1, prompt=L)
+                row = guarded(lambda: sweep_row(name, model, prompt, args, device), op="decode_vs_prompt",
+                              provider=name, batch=1, prompt=L)
                 rows.append(row)
         model._decoding = None
         del model
