@@ -90,3 +90,15 @@ def test_bad_input_is_named(tmp_path, overrides, match):
 def test_no_model_is_named():
     with pytest.raises(ValueError, match="give run_dir=DIR"):
         run(config("prompt_tokens=[1]"))
+
+
+def test_a_trained_run_answers_task_prompts(tmp_path):
+    """hybrid.train leaves a run directory; hybrid.generate reads its checkpoint and config (task included)."""
+    run_dir = tmp_path / "run"
+    train = [sys.executable, "-m", "hybrid.train", "experiment=smoke", "task=mqar", "trainer.max_steps=2",
+             "task.train_length=32", "task.eval_lengths=[32]", f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = run(config(f"run_dir={run_dir}", "prompt_task=mqar", "num_samples=2", "device=cpu"))
+    assert len(result["rows"]) == 2 and all(len(pred) == len(truth) > 0 for pred, truth in result["rows"])
+    assert 0 <= result["accuracy"] <= 1
