@@ -31,10 +31,10 @@ def free_memory_bytes(device: torch.device) -> int:
         return 1 << 62  # unknown: do not refuse
 
 
-def check_kv_fits(model, batch_size: int, seqlen: int, device: torch.device) -> int:
+def check_kv_fits(model, batch_size: int, seqlen: int, device: torch.device, dtype=None) -> int:
     """The KV bytes a chunked evaluation of this length needs; logged when non-zero, a MemoryError when they exceed
     half the free memory (the rest is for activations)."""
-    need = kv_cache_bytes(model, batch_size, seqlen)
+    need = kv_cache_bytes(model, batch_size, seqlen, dtype)
     if need:
         free = free_memory_bytes(device)
         log.info("chunked evaluation at L=%d: attention layers keep their KV cache, %.3f GiB", seqlen, need / 2**30)
@@ -55,8 +55,10 @@ def chunked_stats(model, inputs: torch.Tensor, targets: torch.Tensor, chunk: int
     batch, L = inputs.shape
     if chunk is None or L <= chunk:
         return stats(model(inputs).logits, targets)
-    check_kv_fits(model, batch, L, inputs.device)
-    cache = model.allocate_inference_cache(batch, L)
+    device = inputs.device
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    check_kv_fits(model, batch, L, device, dtype)
+    cache = model.allocate_inference_cache(batch, L, dtype=dtype)  # under autocast, K/V in its dtype
     total = None
     for start in range(0, L, chunk):
         part = stats(model(inputs[:, start:start + chunk], cache).logits, targets[:, start:start + chunk])

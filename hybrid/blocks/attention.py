@@ -93,7 +93,7 @@ class Attention(nn.Module):
             cache.k[:, :, start:start + L] = k
             cache.v[:, :, start:start + L] = v
             cache.length.fill_(start + L)
-            k, v = cache.k[:, :, :start + L], cache.v[:, :, :start + L]
+            k, v = cache.k[:, :, :start + L].to(q.dtype), cache.v[:, :, :start + L].to(q.dtype)  # autocast: q bf16
         out = attention(q, k, v, causal=True, backend=self.backend)  # [batch, heads, L, head_dim]
         return self.o_proj(out.transpose(1, 2).reshape(batch, L, -1))
 

@@ -58,3 +58,14 @@ def test_attention_kv_that_does_not_fit_is_a_clear_error(monkeypatch):
 def test_bad_eval_chunk():
     with pytest.raises(ValueError, match="eval_chunk=0"):
         InductionHeadsConfig(eval_chunk=0).validate()
+
+
+def test_chunked_under_bf16_autocast_near_whole():
+    """Lightning's bf16-mixed evaluation: the cache takes autocast's dtype and the chunks agree with the whole."""
+    model = config_model("jamba_small")
+    g = torch.Generator().manual_seed(3)
+    inputs, targets = torch.randint(0, 13, (2, 100), generator=g), torch.randint(0, 13, (2, 100), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        whole = answer_stats(model(inputs).logits, targets)
+        chunked = chunked_eval.chunked_stats(model, inputs, targets, 16, answer_stats)
+    assert abs(chunked[0] - whole[0]) <= 2e-2 * whole[0] and chunked[2] == whole[2] == 200
