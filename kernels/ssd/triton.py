@@ -11,6 +11,7 @@ dt * A, D, the z gate) stay in PyTorch around them, differentiated by autograd. 
 (dB, dC) and over chunk positions are written per program and reduced by torch in a fixed order: no atomics.
 """
 import math
+import os
 
 import torch
 import triton
@@ -26,9 +27,22 @@ def _pow2(n: int) -> int:
 
 
 @triton.jit
+def _dot(a, b, LOWP: tl.constexpr):
+    # LOWP 0 (fp32 inputs): an exact fp32 product (no TF32); 1 (16-bit inputs): bf16 operands on the tensor cores
+    # with fp32 accumulation, as mamba-ssm multiplies in its inputs' dtype; 2: the same in fp16 (the interpreter's
+    # bf16 dot returns garbage in Triton 3.9, so the CPU tests exercise the 16-bit path through fp16)
+    if LOWP == 1:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif LOWP == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
 def _chunk_outer_kernel(U, V, DT, ACS, OUT, L, H, HG, P, N, Q,
                         su_b, su_l, su_h, sv_b, sv_l, sv_g, sdt_b, sdt_l,
-                        STATE: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+                        STATE: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
     """OUT[b, c, h] [P, N] = sum_t w_t U_t V_t^T over chunk c; w_t = exp(acs_last - acs_t) dt_t (STATE) or
     exp(acs_t). U [b, L, h, P] (x or dy), V [b, L, g, N] (B or C), DT [b, L, h], ACS [b, h, L], OUT fp32."""
     bh, c = tl.program_id(0), tl.program_id(1)
@@ -53,7 +67,7 @@ def _chunk_outer_kernel(U, V, DT, ACS, OUT, L, H, HG, P, N, Q,
                     mask=valid[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
         v = tl.load(V + b.to(tl.int64) * sv_b + t[:, None] * sv_l + g * sv_g + n[None, :],
                     mask=valid[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
-        acc += tl.dot(tl.trans(u * w[:, None]), v, input_precision="ieee")
+        acc += _dot(tl.trans(u * w[:, None]), v, LOWP)
     out = OUT + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
     tl.store(out + p[:, None] * N + n[None, :], acc, mask=(p[:, None] < P) & (n[None, :] < N))
 
@@ -84,7 +98,7 @@ def _state_pass_fwd_kernel(S, ACS, H0, HS, HT, L, H, P, N, Q,
 @triton.jit
 def _chunk_out_fwd_kernel(X, DT, ACS, B, C, HS, Y, L, H, HG, P, N, Q,
                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l,
-                          BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+                          BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
     """Y[b, i, h] for the rows of one block of chunk c: the masked mix within the chunk plus exp(acs_i) H_c C_i.
     X, Y [b, L, h, P] (Y fp32, X's strides); B, C [b, L, g, N]; HS [b, n_chunks, h, P, N] fp32."""
     bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -101,7 +115,7 @@ def _chunk_out_fwd_kernel(X, DT, ACS, B, C, HS, Y, L, H, HG, P, N, Q,
                   mask=valid_i[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
     hs = HS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
     h_t = tl.load(hs + p[None, :] * N + n[:, None], mask=(p[None, :] < P) & (n[:, None] < N), other=0.0)  # [N, P]
-    y = tl.dot(c_i, h_t, input_precision="ieee") * tl.exp(acs_i)[:, None]
+    y = _dot(c_i, h_t, LOWP) * tl.exp(acs_i)[:, None]
     for jb in range(0, ib + 1):
         pos_j = jb * BI + r
         valid_j = pos_j < Q
@@ -114,8 +128,8 @@ def _chunk_out_fwd_kernel(X, DT, ACS, B, C, HS, Y, L, H, HG, P, N, Q,
                       mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
         causal = (pos_i[:, None] >= pos_j[None, :]) & valid_j[None, :]
         decay = tl.exp(tl.where(causal, acs_i[:, None] - acs_j[None, :], -float("inf")))
-        w = tl.dot(c_i, tl.trans(b_j), input_precision="ieee") * decay * dt_j[None, :]
-        y += tl.dot(w, x_j, input_precision="ieee")
+        w = _dot(c_i, tl.trans(b_j), LOWP) * decay * dt_j[None, :]
+        y += _dot(w, x_j, LOWP)
     y_ptr = Y + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :]
     tl.store(y_ptr, y, mask=valid_i[:, None] & (p[None, :] < P))
 
@@ -150,7 +164,7 @@ def _state_pass_bwd_kernel(G, ACS, HS, DHT, DS, DDECAY, DH0, L, H, P, N, Q,
 @triton.jit
 def _chunk_bwd_rows_kernel(X, DT, ACS, B, C, HS, DY, DC, DACS, L, H, HG, P, N, Q,
                            sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l, sdc_b, sdc_l, sdc_h,
-                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
     """For the rows i of one block of chunk c: DC[b, i, h] (this head's part of dC_i) and DACS[b, h, i] (the part
     of d acs_i where i is the row: the y_i terms). DY has X's strides; DC [b, L, h, N] fp32; DACS [b, h, L] fp32."""
     bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -170,8 +184,8 @@ def _chunk_bwd_rows_kernel(X, DT, ACS, B, C, HS, DY, DC, DACS, L, H, HG, P, N, Q
     hs = HS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
     h_c = tl.load(hs + p[:, None] * N + n[None, :], mask=(p[:, None] < P) & (n[None, :] < N), other=0.0)  # [P, N]
     e_i = tl.exp(acs_i)
-    dc = tl.dot(dy_i, h_c, input_precision="ieee") * e_i[:, None]  # [BI, BN]
-    y_off = tl.dot(c_i, tl.trans(h_c), input_precision="ieee") * e_i[:, None]  # [BI, BP]
+    dc = _dot(dy_i, h_c, LOWP) * e_i[:, None]  # [BI, BN]
+    y_off = _dot(c_i, tl.trans(h_c), LOWP) * e_i[:, None]  # [BI, BP]
     dacs = tl.sum(dy_i * y_off, 1)
     for jb in range(0, ib + 1):
         pos_j = jb * BI + r
@@ -185,10 +199,10 @@ def _chunk_bwd_rows_kernel(X, DT, ACS, B, C, HS, DY, DC, DACS, L, H, HG, P, N, Q
                       mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
         causal = (pos_i[:, None] >= pos_j[None, :]) & valid_j[None, :]
         decay = tl.exp(tl.where(causal, acs_i[:, None] - acs_j[None, :], -float("inf")))
-        cb = tl.dot(c_i, tl.trans(b_j), input_precision="ieee")  # [BI, BJ]
-        dwx = tl.dot(dy_i, tl.trans(x_j), input_precision="ieee")  # d loss / d (the weight of x_j in y_i)
+        cb = _dot(c_i, tl.trans(b_j), LOWP)  # [BI, BJ]
+        dwx = _dot(dy_i, tl.trans(x_j), LOWP)  # d loss / d (the weight of x_j in y_i)
         dcb = dwx * decay * dt_j[None, :]
-        dc += tl.dot(dcb, b_j, input_precision="ieee")
+        dc += _dot(dcb, b_j, LOWP)
         dacs += tl.sum(dcb * cb, 1)
     dc_ptr = DC + b.to(tl.int64) * sdc_b + t_i[:, None] * sdc_l + h * sdc_h + n[None, :]
     tl.store(dc_ptr, dc, mask=valid_i[:, None] & (n[None, :] < N))
@@ -198,7 +212,7 @@ def _chunk_bwd_rows_kernel(X, DT, ACS, B, C, HS, DY, DC, DACS, L, H, HG, P, N, Q
 @triton.jit
 def _chunk_bwd_cols_kernel(X, DT, ACS, B, C, DS, DY, DX, DB, DDT, DACS, SLAST, L, H, HG, P, N, Q,
                            sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l, sdc_b, sdc_l, sdc_h,
-                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
     """For the columns j of one block of chunk c (j as a source: x_j, B_j, dt_j feed y_i for i >= j and S_c):
     DX [b, L, h, P] (X's strides), DB [b, L, h, N] (this head's part), DDT [b, h, L], DACS [b, h, L] (the part of
     d acs_j where j is the column), SLAST [b, h, L] (each j's share of d acs_last through S_c), all fp32."""
@@ -222,8 +236,8 @@ def _chunk_bwd_cols_kernel(X, DT, ACS, B, C, DS, DY, DX, DB, DDT, DACS, SLAST, L
     ds_c = tl.load(ds + p[:, None] * N + n[None, :], mask=(p[:, None] < P) & (n[None, :] < N), other=0.0)  # [P, N]
     # through S_c = sum_j exp(acs_last - acs_j) dt_j x_j B_j^T
     to_end = tl.where(valid_j, tl.exp(acs_last - acs_j), 0.0)
-    dsb = tl.dot(b_j, tl.trans(ds_c), input_precision="ieee")  # [BJ, BP]: dS_c B_j
-    xds = tl.dot(x_j, ds_c, input_precision="ieee")  # [BJ, BN]: x_j^T dS_c
+    dsb = _dot(b_j, tl.trans(ds_c), LOWP)  # [BJ, BP]: dS_c B_j
+    xds = _dot(x_j, ds_c, LOWP)  # [BJ, BN]: x_j^T dS_c
     dx = dsb * (to_end * dt_j)[:, None]
     db = xds * (to_end * dt_j)[:, None]
     share = to_end * tl.sum(x_j * dsb, 1)  # d loss / d (dt_j) through S_c
@@ -240,10 +254,10 @@ def _chunk_bwd_cols_kernel(X, DT, ACS, B, C, DS, DY, DX, DB, DDT, DACS, SLAST, L
                        mask=valid_i[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
         causal = (pos_i[:, None] >= pos_j[None, :]) & valid_i[:, None] & valid_j[None, :]
         decay = tl.exp(tl.where(causal, acs_i[:, None] - acs_j[None, :], -float("inf")))  # [BI, BJ]
-        cb_decay = tl.dot(c_i, tl.trans(b_j), input_precision="ieee") * decay
-        dwx = tl.dot(dy_i, tl.trans(x_j), input_precision="ieee")
-        dx += tl.dot(tl.trans(cb_decay * dt_j[None, :]), dy_i, input_precision="ieee")
-        db += tl.dot(tl.trans(dwx * decay * dt_j[None, :]), c_i, input_precision="ieee")
+        cb_decay = _dot(c_i, tl.trans(b_j), LOWP) * decay
+        dwx = _dot(dy_i, tl.trans(x_j), LOWP)
+        dx += _dot(tl.trans(cb_decay * dt_j[None, :]), dy_i, LOWP)
+        db += _dot(tl.trans(dwx * decay * dt_j[None, :]), c_i, LOWP)
         col = tl.sum(dwx * cb_decay, 0)
         ddt += col
         dacs -= col * dt_j
@@ -258,6 +272,14 @@ def _chunk_bwd_cols_kernel(X, DT, ACS, B, C, DS, DY, DX, DB, DDT, DACS, SLAST, L
 
 # ---------------------------------------------------------------------------------------------- launchers
 
+def _lowp(x) -> int:
+    """_dot's mode: 16-bit inputs multiply in bf16 on the tensor cores (fp16 in the interpreter, whose bf16 dot is
+    broken), fp32 inputs exactly in fp32."""
+    if x.dtype not in (torch.bfloat16, torch.float16):
+        return 0
+    return 2 if os.environ.get("TRITON_INTERPRET") == "1" else 1
+
+
 def _sizes(x, B, Q):
     batch, L, H, P = x.shape
     G, N = B.shape[2:]
@@ -265,14 +287,14 @@ def _sizes(x, B, Q):
     return batch, L, H, P, G, N, L // Q, bi, _pow2(P), _pow2(N)
 
 
-def _chunk_outer(u, v, dt, acs, Q, state: bool):
+def _chunk_outer(u, v, dt, acs, Q, state: bool, lowp: int):
     """sum over each chunk of w_t u_t v_t^T: [batch, n_chunks, heads, P, N] fp32 (see _chunk_outer_kernel)."""
     batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(u, v, Q)
     out = torch.empty(batch, n_chunks, H, P, N, device=u.device, dtype=torch.float32)
     _chunk_outer_kernel[(batch * H, n_chunks)](
         u, v, dt, acs, out, L, H, H // G, P, N, Q, u.stride(0), u.stride(1), u.stride(2),
         v.stride(0), v.stride(1), v.stride(2), dt.stride(0), dt.stride(1),
-        STATE=state, BK=bi, BP=bp, BN=bn)
+        STATE=state, BK=bi, BP=bp, BN=bn, LOWP=lowp)
     return out
 
 
@@ -280,7 +302,7 @@ def ssd_core_forward(x, dt, acs, B, C, h0, Q):
     """x [b, L, h, P], dt [b, L, h] fp32, acs [b, h, L] fp32, B, C [b, L, g, N], h0 [b, h, P, N] or None, with L a
     multiple of Q. Returns y [b, L, h, P] fp32, the final state [b, h, P, N] fp32, the entering states HS."""
     batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
-    S = _chunk_outer(x, B, dt, acs, Q, state=True)
+    S = _chunk_outer(x, B, dt, acs, Q, state=True, lowp=_lowp(x))
     HS = torch.empty_like(S)
     HT = torch.empty(batch, H, P, N, device=x.device, dtype=torch.float32)
     _state_pass_fwd_kernel[(batch * H,)](S, acs, h0 if h0 is not None else HT, HS, HT, L, H, P, N, Q,
@@ -289,7 +311,7 @@ def ssd_core_forward(x, dt, acs, B, C, h0, Q):
     assert y.stride() == x.stride(), "x must be contiguous"
     _chunk_out_fwd_kernel[(batch * H, n_chunks, triton.cdiv(Q, bi))](
         x, dt, acs, B, C, HS, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1), x.stride(2),
-        B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn)
+        B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
     return y, HT, HS
 
 
@@ -298,7 +320,7 @@ def ssd_core_backward(x, dt, acs, B, C, HS, dy, dhT, Q):
     fp32), dh0 [b, h, P, N] fp32. dy has x's strides; dhT may be None."""
     batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
     f32 = dict(device=x.device, dtype=torch.float32)
-    Gs = _chunk_outer(dy, C, dt, acs, Q, state=False)
+    Gs = _chunk_outer(dy, C, dt, acs, Q, state=False, lowp=_lowp(x))
     dS, dh0 = torch.empty_like(Gs), torch.empty(batch, H, P, N, **f32)
     ddecay = torch.empty(batch, H, n_chunks, **f32)
     _state_pass_bwd_kernel[(batch * H,)](Gs, acs, HS, dhT if dhT is not None else dh0, dS, ddecay, dh0,
@@ -312,9 +334,9 @@ def ssd_core_backward(x, dt, acs, B, C, HS, dy, dhT, Q):
     common = (x.stride(0), x.stride(1), x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0),
               dt.stride(1), dC_heads.stride(0), dC_heads.stride(1), dC_heads.stride(2))
     _chunk_bwd_rows_kernel[grid](x, dt, acs, B, C, HS, dy, dC_heads, dacs_rows, L, H, H // G, P, N, Q, *common,
-                                 BI=bi, BP=bp, BN=bn)
+                                 BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
     _chunk_bwd_cols_kernel[grid](x, dt, acs, B, C, dS, dy, dx, dB_heads, ddt, dacs_cols, slast, L, H, H // G, P, N,
-                                 Q, *common, BI=bi, BP=bp, BN=bn)
+                                 Q, *common, BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
     dacs = (dacs_rows + dacs_cols).view(batch, H, n_chunks, Q)
     dacs[..., -1] += slast.view(batch, H, n_chunks, Q).sum(-1) + ddecay  # acs_last: through S_c and the decay
     regroup = lambda t: t.view(batch, L, G, H // G, N).sum(3)  # noqa: E731 - heads sharing a group, fixed order

@@ -84,12 +84,21 @@ def test_no_optional_inputs_dt_limits_and_unused_state():
         assert rel_err(leaves[k].grad.cpu(), ref[k].grad) < TOL[torch.float32], k
 
 
-def test_bf16_inputs():
-    inp = make_inputs(1, 20, 2, 4, 2, 4, seed=4, dtype=torch.bfloat16)
-    args = [inp[k].to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
-    y = ssd(*args, chunk_size=8, dt_softplus=True, backend="triton")
-    y64 = ssd_sequential(*[inp[k].double() for k in ("x", "dt", "A", "B", "C")], dt_softplus=True)
+def test_bf16_inputs_and_gradients():
+    """16-bit inputs multiply in bf16 (fp32 accumulation): outputs and gradients within bf16's tolerance."""
+    names = ("x", "dt", "A", "B", "C")
+    inp = {k: v for k, v in make_inputs(1, 40, 2, 4, 2, 4, seed=4, dtype=torch.bfloat16).items() if k in names}
+    leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in inp.items()}
+    y = ssd(**leaves, chunk_size=16, dt_softplus=True, backend="triton")
+    ref = {k: v.double().requires_grad_(True) for k, v in inp.items()}
+    y64 = ssd_sequential(**ref, dt_softplus=True)
+    g = torch.randn(y64.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (y.double() * g.to(DEVICE)).sum().backward()
+    (y64 * g).sum().backward()
     assert y.dtype == torch.bfloat16 and rel_err(y.cpu(), y64) < TOL[torch.bfloat16]
+    for k in names:
+        assert leaves[k].grad.dtype == inp[k].dtype and rel_err(leaves[k].grad.cpu(), ref[k].grad) \
+            < TOL[torch.bfloat16], k
 
 
 def test_backward_is_deterministic():
