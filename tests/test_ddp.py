@@ -53,10 +53,31 @@ def weights(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("ddp") / "two_ranks"
-    run_cli(run_dir, *TWO_RANKS)
-    return run_dir
+def runs(tmp_path_factory) -> dict:
+    """Two two-rank runs started together (their slow process starts overlap): one runs to the end, the other is
+    killed with SIGKILL (both ranks) once it has written a checkpoint, then resumed by the same command."""
+    base = tmp_path_factory.mktemp("ddp")
+    whole, killed = base / "two_ranks", base / "killed"
+    logs = {d: open(base / f"{d.name}.log", "w") for d in (whole, killed)}  # noqa: SIM115 (closed below)
+    procs = {d: subprocess.Popen(command(d, *TWO_RANKS), cwd=ROOT, env=ENV, stdout=logs[d], stderr=logs[d],
+                                 start_new_session=True) for d in (whole, killed)}
+    ckpt, deadline = killed / "checkpoints" / "last.ckpt", time.time() + 240
+    while not ckpt.exists() and procs[killed].poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(procs[killed].pid, signal.SIGKILL)  # both ranks, as a lost node or an out-of-memory kill would
+    procs[killed].wait()
+    killed_midway = ckpt.exists() and not (killed / "result.json").exists()
+    code = procs[whole].wait(timeout=300)
+    for log in logs.values():
+        log.close()
+    assert code == 0, (base / "two_ranks.log").read_text()[-3000:]
+    resumed = run_cli(killed, *TWO_RANKS) if killed_midway else None
+    return {"whole": whole, "killed": killed, "killed_midway": killed_midway, "resumed": resumed}
+
+
+@pytest.fixture(scope="module")
+def two_ranks(runs) -> Path:
+    return runs["whole"]
 
 
 def test_two_ranks_equal_one_process_at_twice_the_batch(two_ranks, tmp_path):
@@ -95,20 +116,13 @@ def test_evaluation_is_over_every_ranks_examples(two_ranks):
     assert metrics["val/loss_L64"] == pytest.approx(float(whole[0] / whole[2]), rel=1e-5)
 
 
-def test_killed_two_rank_run_resumes_to_identical_metrics(two_ranks, tmp_path):
-    run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(command(run_dir, *TWO_RANKS), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # both ranks, as a lost node or an out-of-memory kill would
-    proc.wait()
-    assert ckpt.exists() and not (run_dir / "result.json").exists(), "the run was not killed in the middle"
-    result = run_cli(run_dir, *TWO_RANKS)
+def test_killed_two_rank_run_resumes_to_identical_metrics(runs):
+    assert runs["killed_midway"], "the run was not killed between its first checkpoint and its end"
+    result = runs["resumed"]
     assert result["resumed_from"].endswith("last.ckpt") and result["step"] == 16
-    assert result["metrics"] == json.loads((two_ranks / "result.json").read_text())["metrics"]
+    assert result["metrics"] == json.loads((runs["whole"] / "result.json").read_text())["metrics"]
+    a, b = weights(runs["whole"]), weights(runs["killed"])
+    assert all(torch.equal(a[name], b[name]) for name in a)
 
 
 def fsdp_on_cpu_refusal() -> str | None:
