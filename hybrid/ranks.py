@@ -17,12 +17,10 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
 # hybrid.lit logs evaluation metrics that are already sums over all ranks (sum_over_ranks, then one division), so
 # Lightning's advice to log them with sync_dist=True (which would average per-rank ratios) does not apply.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/",
-                        category=PossibleUserWarning)
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/")
 
 # Global rank as launchers set it: torchrun (RANK), SLURM's srun (SLURM_PROCID), Lightning's subprocess launcher
 # (NODE_RANK and LOCAL_RANK, set in every process it starts; rank 0 is the one with both 0 or unset).
