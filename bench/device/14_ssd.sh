@@ -1,5 +1,6 @@
 #!/bin/bash
-# Issue 14 (MAMBA2) on the GPU, from the repo root with .whl carried; at most 5 minutes (timeouts 80 + 40 + 60 + 110 s); results under $OUT (6 files):
+# Issue 14 (MAMBA2) on the GPU, from the repo root with .whl carried; at most 5 minutes (step timeouts 80 + 40 + 60
+# + 110 s); results under $OUT (6 files):
 #   1. the SSD and S-block tests (CPU tensors) and our Triton SSD's tests compiled on the GPU;
 #   2. hybrid.kernels.ssd (reference and triton) against mamba-ssm's own Triton SSD (mamba_chunk_scan_combined):
 #      outputs, final states and every gradient, fp32, relative error (the semantics, not speed);
