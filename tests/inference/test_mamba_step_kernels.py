@@ -18,7 +18,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Triton's own jit functions (tl.sum) are interpretable only when triton was first imported under TRITON_INTERPRET=1
 LATE = DEVICE == "cpu" and type(triton.language.standard.sum).__name__ != "InterpretedFunction"
 needs_kernels = pytest.mark.skipif(LATE, reason="triton was imported before TRITON_INTERPRET=1 was set (by an "
-                                                "earlier test module): run this file on its own")
+                                                "earlier test module): test_in_a_fresh_process runs them")
 
 
 def rel(a, b):
@@ -55,3 +55,14 @@ def test_unknown_backend():
     mixer = Mamba(8)
     with pytest.raises(ValueError, match="unknown Mamba step backend 'cuda'"):
         mamba_inference.step(mixer, torch.zeros(1, 8), mixer.allocate_inference_cache(1, 0), backend="cuda")
+
+
+@pytest.mark.skipif(not LATE, reason="the kernel tests ran in this process")
+def test_in_a_fresh_process():
+    """In a suite where triton was imported first without the interpreter, the kernel tests run in a new process."""
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+                           "-k", "not fresh_process", __file__], capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0 and " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
