@@ -9,11 +9,9 @@ mamba   ours and mamba-ssm's `selective_scan_fn` against a float64 reference and
         mamba-ssm is installed).
 sweep   times the forward and the backward kernels alone over tile shapes (CONFIG keys) at the benchmark shape
         (batch 8, dim 2048, N 16, bf16, L 4K), with every variant compiled first in parallel worker processes.
-        --old PATH adds the kernels of an earlier version of triton.py (its own cfg format) for comparison.
 Writes DIR/scan_gpu_check.json (all numbers) and prints a short table per phase.
 """
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -150,12 +148,7 @@ def phase_mamba(log) -> dict:
 
 
 # the kernels of the version before (v2: per-thread scans over channels x states, see the notes): its default and
-# its fastest forward of the H100 sweep, in its own cfg format, for --old
-OLD_VARIANTS = [("fwd", "old", (8, 4, 2, 1, 2, 1, 4, 1, 2, 1)), ("fwd", "old", (16, 4, 2, 1, 4, 1, 4, 1, 2, 1)),
-                ("bwd", "old", (8, 4, 2, 1, 2, 1, 4, 1, 2, 1))]
-
-
-def sweep_variants(has_old: bool, small: bool = False) -> list[tuple[str, str, tuple]]:
+def sweep_variants(small: bool = False) -> list[tuple[str, str, tuple]]:
     """(kernel, version, cfg) to time: tiles of `chunk` steps over (channels per program, warps), keeping each
     thread's share of a [channels, steps] tile between 2 and 16 values (more spills registers). `small`: around the
     winners of the last H100 sweep (one or two warps, 2 to 8 channels per program, short tiles)."""
@@ -170,19 +163,12 @@ def sweep_variants(has_old: bool, small: bool = False) -> list[tuple[str, str, t
         # fewer than 4 channels per program make the dB/dC partials too large
         if bd >= 4 and 2 <= per_thread <= 16 and not (small and (bd > 16 or w > 2)):
             out.append(("bwd", "new", tuple(make_cfg(chunk, dict(bwd_block_d=bd, bwd_warps=w)))))
-    return out + (OLD_VARIANTS if has_old else [])
+    return out
 
 
-def load_old(path):
-    spec = importlib.util.spec_from_file_location("scan_old", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _modules(old_path):
+def _modules():
     from hybrid.kernels.selective_scan import triton as new
-    return {"new": new, "old": load_old(old_path) if old_path else None}
+    return {"new": new}
 
 
 def _run_variant(mods, x, kernel, version, cfg, states_cache):
@@ -208,9 +194,9 @@ def _bench_inputs():
 
 def _warm(job):
     """Worker: compile (and run once) a share of the variants, so the timing process finds them in Triton's cache."""
-    variants, old_path = job
+    variants = job
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    mods, x, cache, bad = _modules(old_path), _bench_inputs(), {}, []
+    mods, x, cache, bad = _modules(), _bench_inputs(), {}, []
     for v in variants:
         try:
             _run_variant(mods, x, *v, cache)()
@@ -220,20 +206,20 @@ def _warm(job):
     return bad
 
 
-def phase_sweep(log, old_path, workers, small=False) -> dict:
+def phase_sweep(log, workers, small=False) -> dict:
     import multiprocessing as mp
 
     import triton.testing
 
-    variants = sweep_variants(old_path is not None, small)
+    variants = sweep_variants(small)
     t0 = time.perf_counter()
-    jobs = [(variants[i::workers], old_path) for i in range(workers)]
+    jobs = [variants[i::workers] for i in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
         bad = [b for part in pool.map(_warm, jobs) for b in part]
     failed = {tuple(v): err for v, err in bad}
     log(f"sweep: {len(variants)} variants compiled in {time.perf_counter() - t0:.0f} s with {workers} workers, "
         f"{len(failed)} failed")
-    mods, x, cache, rows = _modules(old_path), _bench_inputs(), {}, []
+    mods, x, cache, rows = _modules(), _bench_inputs(), {}, []
     for v in variants:
         row = dict(kernel=v[0], version=v[1], cfg=list(v[2]))
         if v in failed:
@@ -246,7 +232,7 @@ def phase_sweep(log, old_path, workers, small=False) -> dict:
                 row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
         rows.append(row)
     for kernel in ("fwd", "bwd"):
-        for version in ("new", "old"):
+        for version in ("new",):
             ok = sorted((r for r in rows if r["kernel"] == kernel and r["version"] == version and "ms" in r),
                         key=lambda r: r["ms"])
             for r in ok[:6]:
@@ -276,7 +262,6 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hybrid.bench scan_gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--phases", default="check,mamba,sweep")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
-    p.add_argument("--old", help="an earlier triton.py whose kernels the sweep times too")
     p.add_argument("--workers", type=int, default=12)
     p.add_argument("--small", action="store_true", help="sweep only the likely winners")
     args = p.parse_args(argv)
@@ -301,7 +286,7 @@ def main(argv=None) -> int:
             elif phase == "mamba":
                 result["mamba"] = phase_mamba(log)
             elif phase == "sweep":
-                result["sweep"] = phase_sweep(log, args.old, args.workers, args.small)
+                result["sweep"] = phase_sweep(log, args.workers, args.small)
                 result["best_config"] = best_config(result["sweep"])
                 log(f"best config: {result['best_config']}")
             else:
