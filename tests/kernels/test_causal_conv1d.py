@@ -13,14 +13,12 @@ import pytest
 
 pytest.importorskip("triton")
 
+from hybrid.bench.scan_inputs import LAYOUTS  # contiguous, block (feature-major), channels_last
 from hybrid.kernels.causal_conv1d import causal_conv1d
 from hybrid.kernels.causal_conv1d.reference import causal_conv1d_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 2e-6, torch.bfloat16: 1e-2}
-LAYOUTS = {"contiguous": lambda t: t,
-           "channels_last": lambda t: t.transpose(1, 2).contiguous().transpose(1, 2),
-           "feature_major": lambda t: t.transpose(0, 1).contiguous().transpose(0, 1)}
 
 
 def inputs(batch, dim, L, K, dtype, bias=True, seed=0):
