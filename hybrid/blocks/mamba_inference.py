@@ -6,8 +6,8 @@ parameters. The state after t tokens is everything the mixer needs to continue, 
     conv_state [batch, d_inner, d_conv]   the last d_conv inputs of the causal conv (zeros before the start)
     ssm_state  [batch, d_inner, N] fp32   h_t of the selective scan
 
-Prefill runs the parallel kernels (the conv over [conv_state history | x], the scan with `initial_state` and
-`return_last_state`), so a prompt of any length costs one parallel pass; a step costs O(1) in the sequence length.
+Prefill runs the parallel kernels (the causal conv over [conv_state history | x], the scan with `initial_state`
+and `return_last_state`), so a prompt of any length costs one parallel pass; a step costs O(1) in the sequence length.
 """
 import importlib.util
 import os
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hybrid.kernels.causal_conv1d import causal_conv1d
 from hybrid.kernels.selective_scan import resolve_backend, selective_scan
 
 
@@ -59,8 +60,9 @@ def prefill(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
     u, z = _split_gate(mixer, mixer.in_proj(x).transpose(1, 2))  # each [batch, d_inner, L]
     history = torch.cat([cache.conv_state[..., 1:].to(u.dtype), u], dim=-1)  # [batch, d_inner, d_conv - 1 + L]
     cache.conv_state.copy_(history[..., -mixer.d_conv:])
-    conv = mixer.conv1d
-    u = F.silu(F.conv1d(history, conv.weight, conv.bias, groups=mixer.d_inner))  # [batch, d_inner, L]
+    conv = mixer.conv1d  # the training forward's causal conv over history, its first d_conv - 1 outputs dropped
+    u = causal_conv1d(history, conv.weight[:, 0], conv.bias, "silu",
+                      backend=getattr(mixer, "conv_backend", "auto"))[..., mixer.d_conv - 1:]  # [batch, d_inner, L]
     delta, B, C, delta_bias = ssm_inputs(mixer, u)
     A = -torch.exp(mixer.A_log.float())
     backend = mixer.scan_backend
