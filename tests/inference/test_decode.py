@@ -45,8 +45,12 @@ BLOCKS = {  # every mixer kind and variant, each between MLPs so that the stream
     "mamba-dt-bc-norm": ("MF", {"M": {"dt_bc_norm": True, "conv_bias": False, "bias": True}}),
     "attention-rope-gqa": ("AF", {"A": {"n_heads": 4, "n_kv_heads": 2}}),
     "attention-no-rope": ("AF", {"A": {"n_heads": 2, "rope_base": None, "bias": True}}),
+    "attention-partial-rope": ("AF", {"A": {"n_heads": 2, "rope_fraction": 0.5}}),
     "moe": ("ME", {"E": {"n_experts": 3, "top_k": 2}}),
     "mlp": ("F", {}),
+    "mlp-relu2": ("F", {"F": {"activation": "relu2"}}),
+    "mamba2": ("SF", {"S": {"d_state": 4, "headdim": 8, "chunk_size": 16}}),
+    "mamba2-groups": ("SF", {"S": {"d_state": 4, "headdim": 4, "ngroups": 2, "chunk_size": 8, "rmsnorm": False}}),
 }
 
 
