@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from hybrid.bench.harness import environment, output_path, positive_int, safe_measure, write_rows
-from hybrid.bench.scan import attention, attention_inputs, attention_providers
+from hybrid.bench.scan import attention_inputs, attention_providers
 
 SHAPES = {
     "cuda": dict(batch=8, heads=32, head_dim=64, N=128, chunk=256, dtype=torch.bfloat16, mamba1_N=16,

@@ -6,7 +6,7 @@ Bamba layer i = input_layernorm -> mamba | self_attn -> add ; pre_ff_layernorm -
     model.layers.{i}.input_layernorm.weight     layers.{2i}.norm.weight
     model.layers.{i}.mamba.*                    layers.{2i}.mixer.*     (S: in_proj, conv1d, dt_bias, A_log, D, norm,
                                                                          out_proj)
-    model.layers.{i}.self_attn.{q,k,v,o}_proj   layers.{2i}.mixer.*     (A: RoPE on half of each head, rope_fraction 0.5)
+    model.layers.{i}.self_attn.{q,k,v,o}_proj   layers.{2i}.mixer.*     (A: RoPE on half of each head)
     model.layers.{i}.pre_ff_layernorm.weight    layers.{2i+1}.norm.weight
     model.layers.{i}.feed_forward.*_proj        layers.{2i+1}.mixer.*   (F)
     model.embed_tokens.weight, model.final_layernorm.weight, lm_head.weight

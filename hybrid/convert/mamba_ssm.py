@@ -67,8 +67,9 @@ def hybrid_args(cfg: Mapping, origin: str = "mamba-ssm config") -> dict:
               (not (set(ssm) - known), f"unknown ssm_cfg keys {sorted(set(ssm) - known)}"),
               (layer in ("Mamba1", "Mamba2"),
                f"ssm_cfg.layer={layer!r}: Mamba1 (our M) and Mamba2 (our S) blocks are implemented"),
-              (ssm.get("d_ssm") in (None, d_inner), (f"ssm_cfg.d_ssm={ssm.get('d_ssm')}: a Mamba2 whose SSM is "
-                                                     f"narrower than d_inner={d_inner} (an MLP part) is not supported")),
+              (ssm.get("d_ssm") in (None, d_inner),
+               f"ssm_cfg.d_ssm={ssm.get('d_ssm')}: a Mamba2 whose SSM is narrower than d_inner={d_inner} (an MLP "
+               f"part) is not supported"),
               (cfg.get("rms_norm", True), "rms_norm=false (LayerNorm): our blocks use RMSNorm"),
               (all(0 <= i < n_layers for i in attn_idx),
                f"attn_layer_idx {sorted(attn_idx)} outside 0..{n_layers - 1}")]
