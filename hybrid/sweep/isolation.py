@@ -135,41 +135,54 @@ _device_lock = None  # the open lock file of this process's GPU; the OS releases
 def pin_resources(cfg: DictConfig, n_jobs) -> None:
     """Give a point that runs beside others (joblib) a share of the machine.
 
-    With GPUs and trainer.devices=1 (not chosen explicitly): the first GPU that no other point of any sweep
-    of this user holds (an flock on a file per GPU in the temp dir), waiting while all are busy, and
-    trainer.devices=[that index]. Without GPUs: torch threads = CPU cores // parallel points.
+    With GPUs and trainer.devices=1 (not chosen explicitly): a slot on a GPU. Each GPU has `gpu_points` slots
+    (conf/train.yaml; tiny models leave a GPU mostly idle, so several points can share it), an flock on a file
+    per slot in the temp dir shared by every sweep of this user; a point takes the first free slot, filling one
+    slot on every GPU before a second one on any, and waits while all are busy; trainer.devices=[that index].
+    CPU threads: the usable cores divided by the points running at once (hybrid/threads.py), so that points
+    never oversubscribe the CPU (for GPU points also at most 4: they only feed the GPU).
     """
     global _device_lock
     import fcntl
     import tempfile
 
     from joblib import effective_n_jobs
+
+    from hybrid import threads
     parallel = effective_n_jobs(-1 if n_jobs is None else int(n_jobs))
+    threads.set_parallel(parallel)
     wants_gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and str(cfg.trainer.devices) == "1"
     n_gpus = torch.cuda.device_count() if wants_gpu else 0
+    threads.set_threads(cfg.get("threads"), on_gpu=n_gpus > 0)
     if n_gpus == 0:
-        threads = max(1, (os.cpu_count() or 1) // parallel)
-        torch.set_num_threads(threads)
-        log.info("%d points in parallel: %d torch threads for this one", parallel, threads)
         return
+    per_gpu = 1 if cfg.get("gpu_points") is None else int(cfg.gpu_points)
+    if per_gpu < 1:
+        raise ValueError(f"gpu_points={per_gpu}; must be >= 1 (sweep points sharing one GPU)")
+    if parallel > n_gpus * per_gpu:
+        log.info("%d points at once but %d GPUs x gpu_points=%d slots: the others wait for a slot", parallel, n_gpus,
+                 per_gpu)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
     names = [visible[i].strip() if len(visible) == n_gpus else str(i) for i in range(n_gpus)]
     lock_dir = Path(tempfile.gettempdir()) / f"hybrid-gpu-locks-{os.getuid()}"
     lock_dir.mkdir(exist_ok=True)
     waited = False
     while True:
-        for index, name in enumerate(names):
-            handle = open(lock_dir / f"gpu{name}.lock", "w")  # noqa: SIM115 (held open: it is the lock)
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                continue
-            _device_lock = handle
-            cfg.trainer.devices = [index]
-            log.info("running on GPU %d (physical %s; lock %s)", index, name, handle.name)
-            return
+        for slot in range(per_gpu):
+            for index, name in enumerate(names):
+                lock = lock_dir / (f"gpu{name}.lock" if slot == 0 else f"gpu{name}.slot{slot}.lock")
+                handle = open(lock, "w")  # noqa: SIM115 (held open: it is the lock)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    handle.close()
+                    continue
+                _device_lock = handle
+                cfg.trainer.devices = [index]
+                log.info("running on GPU %d (physical %s), slot %d of %d (lock %s)", index, name, slot + 1,
+                         per_gpu, handle.name)
+                return
         if not waited:
-            log.info("all %d GPUs are held by other points; waiting for one", n_gpus)
+            log.info("all %d GPUs x %d slots are held by other points; waiting for one", n_gpus, per_gpu)
             waited = True
         time.sleep(2)

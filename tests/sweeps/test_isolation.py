@@ -6,6 +6,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from hybrid.sweep.isolation import pin_resources, run_point
@@ -77,7 +78,7 @@ def test_a_completed_point_is_skipped_and_a_finished_child_is_read_back(tmp_path
 
 def test_joblib_points_share_the_cpu_cores(monkeypatch):
     import torch
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("hybrid.threads.usable_cpus", lambda: 8)
     threads = torch.get_num_threads()
     try:
         cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1}})
@@ -96,6 +97,7 @@ def test_joblib_points_take_the_first_free_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # GPU points set threads too: not in this process
     first = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1}})
     pin_resources(first, 2)
     held = isolation._device_lock  # another point's lock: this test holds it open, as that point's process would
@@ -111,3 +113,32 @@ def test_joblib_points_take_the_first_free_gpu(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     assert chosen.trainer.devices == 2 and Path(isolation._device_lock.name).name == "gpu5.lock"
     held.close()
+
+
+def test_several_points_share_each_gpu(tmp_path, monkeypatch):
+    import tempfile
+
+    import torch
+
+    from hybrid.sweep import isolation
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr("hybrid.threads.usable_cpus", lambda: 16)
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 0)
+    held, devices = [], []
+    for _ in range(4):  # 2 GPUs x gpu_points=2: one slot on every GPU first, then the second ones
+        cfg = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1}, "gpu_points": 2})
+        pin_resources(cfg, 4)
+        held.append(isolation._device_lock)
+        devices.append(list(cfg.trainer.devices))
+    assert devices == [[0], [1], [0], [1]]
+    assert [Path(h.name).name for h in held] == ["gpu0.lock", "gpu1.lock", "gpu0.slot1.lock", "gpu1.slot1.lock"]
+    assert threads == [4] * 4  # 16 cores / 4 points, and at most 4 for a GPU point
+    bad = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1}, "gpu_points": 0})
+    with pytest.raises(ValueError, match="gpu_points=0"):
+        pin_resources(bad, 4)
+    for h in held:
+        h.close()
