@@ -10,6 +10,7 @@ Prefill runs the parallel kernels (the causal conv over [conv_state history | x]
 and `return_last_state`), so a prompt of any length costs one parallel pass; a step costs O(1) in the sequence length.
 """
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 
 from hybrid.kernels.causal_conv1d import causal_conv1d
 from hybrid.kernels.selective_scan import resolve_backend, selective_scan
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +78,25 @@ def prefill(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
     return mixer.out_proj(y.transpose(1, 2))
 
 
+_FUSED_WORKS: dict[tuple, bool] = {}  # per kernel specialisation: did a probe of the fused step run?
+
+
+def fused_works(mixer, x: torch.Tensor, cache: MambaCache) -> bool:
+    """Whether the fused kernels run for this mixer's shapes, found once by a probe on copies of the states (so a
+    Triton compile or launch error is logged and decoding takes the plain ops instead of failing)."""
+    key = (x.device.type, x.dtype, cache.conv_state.dtype, mixer.d_state, mixer.d_conv, mixer.gate, mixer.selective)
+    if key not in _FUSED_WORKS:
+        probe = MambaCache(cache.conv_state.clone(), cache.ssm_state.clone())
+        try:
+            fused_step(mixer, x, probe)
+            _FUSED_WORKS[key] = True
+        except Exception as err:  # noqa: BLE001 - any compile or launch error: say so, use the plain ops
+            log.warning("Mamba step: the fused Triton kernels failed for %s (%s); this shape decodes on plain ops",
+                        key, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            _FUSED_WORKS[key] = False
+    return _FUSED_WORKS[key]
+
+
 def fused_available(device: torch.device) -> bool:
     """The Triton step kernels run here: on CUDA, or on the CPU under TRITON_INTERPRET=1."""
     if importlib.util.find_spec("triton") is None:
@@ -90,7 +112,9 @@ def step(mixer, x: torch.Tensor, cache: MambaCache, backend: str = "auto") -> to
     CUDA)."""
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"unknown Mamba step backend {backend!r}; allowed: auto, torch, triton")
-    if backend == "triton" or (backend == "auto" and x.device.type == "cuda" and fused_available(x.device)):
+    if backend == "triton":
+        return fused_step(mixer, x, cache)
+    if backend == "auto" and x.device.type == "cuda" and fused_available(x.device) and fused_works(mixer, x, cache):
         return fused_step(mixer, x, cache)
     u, z = _split_gate(mixer, mixer.in_proj(x))  # each [batch, d_inner]
     conv_state = cache.conv_state

@@ -67,3 +67,26 @@ def test_in_a_fresh_process():
            __file__]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0 and " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]
+
+
+
+def test_a_failing_fused_kernel_is_probed_once_and_logged(monkeypatch, caplog):
+    """backend="auto" on CUDA first probes the fused step on copies of the states (fused_works): a failing kernel
+    is logged once per shape, the cache stays untouched, and the step then takes the plain ops."""
+    mixer = Mamba(8)
+    cache = mixer.allocate_inference_cache(2, 0)
+    cache.ssm_state.normal_()
+    before = [cache.conv_state.clone(), cache.ssm_state.clone()]
+    calls = []
+
+    def broken(mixer, x, probe):
+        calls.append(1)
+        probe.conv_state.add_(1.0)  # a half-done step on the probe's states must not leak
+        raise RuntimeError("no kernel here")
+
+    monkeypatch.setattr(mamba_inference, "fused_step", broken)
+    monkeypatch.setattr(mamba_inference, "_FUSED_WORKS", {})
+    x = torch.randn(2, 8)
+    assert not mamba_inference.fused_works(mixer, x, cache) and not mamba_inference.fused_works(mixer, x, cache)
+    assert len(calls) == 1 and "fused Triton kernels failed" in caplog.text
+    assert torch.equal(cache.conv_state, before[0]) and torch.equal(cache.ssm_state, before[1])
