@@ -102,6 +102,7 @@ def prefill_and_decode(model, prompt, steps: int, device: str, reps: int) -> dic
 
 def run_model(name, model, args, device, batch) -> dict:
     prompt = torch.randint(0, args.vocab, (batch, args.prompt), device=device)
+    model._decoding = None  # the previous batch's graph and cache: not counted in this row's base
     base = torch.cuda.memory_allocated() if device == "cuda" else 0
     row = dict(op="generate", provider=name, batch=batch, prompt=args.prompt, new=args.new,
                params=sum(p.numel() for p in model.parameters()), pattern=model.pattern)
