@@ -80,9 +80,15 @@ class HybridLitModule(L.LightningModule):
             self.model.compile(**({} if self.compile_mode is True else {"mode": self.compile_mode}))
             self._compiled = True
 
+    def on_fit_start(self):
+        for logger in self.loggers:  # W&B and CSV (hparams.yaml): which layout this run trained
+            logger.log_hyperparams({"pattern": self.model.pattern})
+
     def configure_callbacks(self):
         """A progress line every so often when the trainer has no progress bar."""
-        if self._trainer is not None and self.trainer.progress_bar_callback is None and self.progress_every_s:
+        trainer = self._trainer
+        if (trainer is not None and trainer.progress_bar_callback is None and self.progress_every_s
+                and not any(isinstance(c, ProgressLog) for c in trainer.callbacks)):  # validate() after fit
             return [ProgressLog(self.progress_every_s)]
         return []
 

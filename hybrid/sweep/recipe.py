@@ -233,6 +233,9 @@ def plan(recipe: Recipe | str | Path, args: list[str] = (), profile: str | None 
         if extra:
             leaf += "-" + hashlib.sha1(" ".join(sorted(extra)).encode()).hexdigest()[:8]
         sweep_dir = Path(base_dir) / recipe.name / leaf
+    if fixed.get("logger") == "wandb":  # W&B: the points grouped under the sweep's name, tagged recipe and profile
+        fixed.setdefault("logger.wandb.group", f"{recipe.name}-{sweep_dir.name}")
+        fixed.setdefault("logger.wandb.tags", render([f"recipe-{recipe.name}", f"profile-{profile}"]))
     return Plan(recipe=recipe, profile=profile, fixed=fixed, axes=axes, hydra=hydra_args, extra=extra,
                 sweep_dir=sweep_dir)
 
