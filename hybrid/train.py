@@ -40,12 +40,16 @@ BUSY_EXIT = 75  # EX_TEMPFAIL: try again when the other process is done
 
 
 def summary_table(metrics: dict, run_dir: Path, seconds: float) -> str:
-    """The lines printed at the end of a run: accuracy and loss per evaluation set, time, run directory."""
-    names = sorted({k.split("acc_", 1)[1] for k in metrics if k.startswith("val/acc_")},
+    """The lines printed at the end of a run: per evaluation set the task's own metric (bits per byte for byte-level
+    data such as audio and text, else accuracy) and the loss, time, run directory."""
+    names = sorted({k.split("_", 1)[1] for k in metrics if k.startswith(("val/acc_", "val/bpb_"))},
                    key=lambda n: (len(n), n))
-    lines = [f"{'eval':<14} {'accuracy':>9} {'loss':>9}"]
+    bpb = any(k.startswith("val/bpb_") for k in metrics)
+    first = "bits/byte" if bpb else "accuracy"
+    lines = [f"{'eval':<14} {first:>9} {'loss':>9}"]
     for n in names:
-        lines.append(f"{n:<14} {metrics[f'val/acc_{n}']:>9.4f} {metrics.get(f'val/loss_{n}', float('nan')):>9.4f}")
+        value = metrics.get(f"val/bpb_{n}" if bpb else f"val/acc_{n}", float("nan"))
+        lines.append(f"{n:<14} {value:>9.4f} {metrics.get(f'val/loss_{n}', float('nan')):>9.4f}")
     lines.append(f"time {seconds:.1f} s    run directory {run_dir}")
     return "\n".join(lines)
 

@@ -94,3 +94,11 @@ def test_no_progress_line_with_the_bar_on(tmp_path):
     trainer = L.Trainer(max_steps=1, enable_progress_bar=True, logger=False, accelerator="cpu")
     m.trainer = trainer
     assert m.configure_callbacks() == []
+
+
+def test_run_summary_prints_the_tasks_own_metric():
+    from hybrid.train import summary_table
+    recall = summary_table({"val/acc_L64": 0.5, "val/loss_L64": 1.0}, "run", 1.0).splitlines()
+    assert recall[0].split() == ["eval", "accuracy", "loss"] and recall[1].split() == ["L64", "0.5000", "1.0000"]
+    audio = summary_table({"val/acc_L256": 0.1, "val/loss_L256": 3.4, "val/bpb_L256": 4.9}, "run", 1.0).splitlines()
+    assert audio[0].split() == ["eval", "bits/byte", "loss"] and audio[1].split() == ["L256", "4.9000", "3.4000"]
