@@ -88,6 +88,12 @@ def _column(x, nn, n):
 
 
 @triton.jit
+def _add_column(x, nn, n, v):
+    """x with v [BD] added to column n (no read of the column: no reduction across lanes)"""
+    return x + tl.where(nn[None, :] == n, v[:, None], 0.0)
+
+
+@triton.jit
 def _set_column(x, nn, n, v):
     """x with column n replaced by v [BD]"""
     return tl.where(nn[None, :] == n, v[:, None], x)
@@ -253,18 +259,18 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             _, _, g = tl.associative_scan((a, ones, cg), 1, _bwd_combine, reverse=True)
             g_all = _set_column(g_all, nn, n, tl.sum(tl.where(first, a * g, 0.0), 1))
             gah = g * (h - b)  # g_t a_t h_{t-1}
-            dA_all = _set_column(dA_all, nn, n, _column(dA_all, nn, n) + tl.sum(gah * dt, 1))
+            dA_all = _add_column(dA_all, nn, n, tl.sum(gah * dt, 1))
             gB = g * Bn
             ddt += gB * u + gah * A[:, None]
             du += gB * dt
             if B_SEL:  # dB_t = sum over channels of g_t delta_t u_t: this block's partial
                 tl.store(dBp_ptr + part + n * p_len + (tg - p0), tl.sum(g * dtu, 0), mask=tmask)
             else:
-                dB_all = _set_column(dB_all, nn, n, _column(dB_all, nn, n) + tl.sum(g * dtu, 1))
+                dB_all = _add_column(dB_all, nn, n, tl.sum(g * dtu, 1))
             if C_SEL:  # dC_t = sum over channels of dy_t h_t
                 tl.store(dCp_ptr + part + n * p_len + (tg - p0), tl.sum(dy * h, 0), mask=tmask)
             else:
-                dC_all = _set_column(dC_all, nn, n, _column(dC_all, nn, n) + tl.sum(dy * h, 1))
+                dC_all = _add_column(dC_all, nn, n, tl.sum(dy * h, 1))
         if HAS_Z:
             tl.store(dz_ptr + out_row + tg[None, :] * s_ol, dout * y * sg * (1.0 + zz * (1.0 - sg)), mask=m2)
         if HAS_D:
