@@ -6,8 +6,13 @@ PY := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?= -n 2
+# `make test-random`: the fast tests in one process, in a random order (pytest-random-order prints the seed;
+# --random-order-seed=N replays an order). Catches tests that pass only in the order they were written.
+FAST_TESTS ?= tests/test_architecture.py tests/test_blocks.py tests/test_describe.py tests/test_layout.py \
+	tests/test_model.py tests/test_train.py tests/test_run_safety.py tests/sweeps tests/tasks \
+	tests/kernels/test_scan_interface.py tests/kernels/test_reference_scan.py
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-random bench install clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +29,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-random: $(VENV)/.installed
+	$(PY) -m pytest -p no:xdist --random-order $(FAST_TESTS)
 
 bench: $(VENV)/.installed
 	$(PY) -m hybrid.bench scan --device cpu
