@@ -90,3 +90,16 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
     result = json.loads((run_dir / "result.json").read_text())
     assert result["resumed_from"].endswith("last.ckpt")
     assert result["metrics"] == reference
+
+
+def test_record_lists_only_the_backends_of_its_own_run(tmp_path):
+    # another backend ran earlier in this process (as another test, or a notebook cell, would have it run)
+    import torch
+
+    from hybrid.kernels.selective_scan import selective_scan
+    b, d, n, length = 1, 3, 2, 5
+    selective_scan(torch.randn(b, d, length), torch.rand(b, d, length), -torch.rand(d, n), torch.randn(b, n, length),
+                   torch.randn(b, n, length), backend="sequential")
+    train(config(tmp_path, *TINY))
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["backends"]["selective_scan"] == ["reference"]
