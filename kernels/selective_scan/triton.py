@@ -26,9 +26,10 @@ from hybrid.kernels.selective_scan.triton_kernels import (  # noqa: F401 - exp_t
 
 # Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
 # channels per program; *_warps: warps per program; bwd_segments: backward launches along the sequence (each holds
-# the dB/dC partials of its segment only: peak memory). Defaults: the fastest of the H100 sweep
+# the dB/dC partials of its segment only: peak memory); bwd_half_partials: 1 keeps the dB/dC partials of 16-bit B/C in
+# their dtype (half the memory, no layout conversion per state; compiled here, not yet timed), 0 in fp32. Defaults: the fastest of the H100 sweep
 # (bench/results/scan_h100_notes.md), forward and backward timed apart.
-CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8)
+CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0)
 _KEYS = tuple(CONFIG)
 
 
@@ -111,8 +112,11 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     dB = torch.empty_like(B, memory_format=torch.preserve_format)
     dC = torch.empty_like(C, memory_format=torch.preserve_format)
     dA = torch.empty(n_seg, batch, dim, N, **f32)  # per-segment, per-batch partials
-    dBp = torch.empty(batch, n_blk, N, seg_len, **f32) if B.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
-    dCp = torch.empty(batch, n_blk, N, seg_len, **f32) if C.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
+    half = (bool(c["bwd_half_partials"]) and B.dim() == C.dim() == 3 and B.dtype == C.dtype
+            and B.dtype in (torch.float16, torch.bfloat16))
+    part = dict(device=u.device, dtype=B.dtype if half else torch.float32)
+    dBp = torch.empty(batch, n_blk, N, seg_len, **part) if B.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
+    dCp = torch.empty(batch, n_blk, N, seg_len, **part) if C.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
     dD = torch.empty(n_seg, batch, dim, **f32) if D is not None else None
     dbias = torch.empty(n_seg, batch, dim, **f32) if delta_bias is not None else None
     carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]  # state gradients, double-buffered
@@ -130,7 +134,8 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
             *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *du.stride(), *A.stride(), *_bc_strides(B),
             *_bc_strides(C), N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3,
             C_SEL=C.dim() == 3, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            HAS_DLAST=g_in is not None, SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=c["bwd_warps"])
+            HAS_DLAST=g_in is not None, SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), HALF_PARTIALS=half,
+            num_warps=c["bwd_warps"])
         steps = slice(c0 * T, min(L, (c0 + count) * T))
         if B.dim() == 3:  # this segment's dB, dC: fixed-order sums of the partials (deterministic)
             _sum_partials(dBp, dB[..., steps])
@@ -223,7 +228,10 @@ def make_cfg(chunk_size=None, config=None) -> list[int]:
     if chunk_size is not None:
         c["chunk"] = chunk_size
     for k, v in c.items():
-        if v < 1 or v & (v - 1):
+        if k == "bwd_half_partials":
+            if v not in (0, 1):
+                raise ValueError(f"selective_scan_triton: bwd_half_partials={v}; allowed: 0 or 1")
+        elif v < 1 or v & (v - 1):
             raise ValueError(f"selective_scan_triton: {'chunk_size' if k == 'chunk' else k}={v}; "
                              f"allowed: a power of two")
     return [int(c[k]) for k in _KEYS]

@@ -80,6 +80,20 @@ def _set_column(x, nn, n, v):
     return tl.where(nn[None, :] == n, v[:, None], x)
 
 
+@triton.jit
+def _store_partial(row, t, x, tmask, mt, rep, dd64, BD: tl.constexpr, T: tl.constexpr, HALF: tl.constexpr):
+    """Store the sum over channels of x [BD, T] at row[t] (t: [T] steps of the segment). fp32: a [T] store, whose
+    layout the compiler converts through shared memory. HALF (16-bit partials): the sum kept as a [1, T] row and stored
+    from the tile's own layout (a [BD, T] store masked to the block's first channel), which needs no conversion: the
+    tile holds 8 consecutive steps a thread, the width of one 16-byte vector of 16-bit values."""
+    if HALF:
+        v = tl.broadcast_to(tl.sum(x, 0, keep_dims=True), (BD, T)).to(row.dtype.element_ty)
+        first = dd64[:, None] == tl.min(dd64, 0)
+        tl.store(row + t[None, :] + rep, v, mask=mt & first)
+    else:
+        tl.store(row + t, tl.sum(x, 0), mask=tmask)
+
+
 # Per-state values carried between tiles (state, state gradient, dA sums) live in [BD, WS] tables, column n for state
 # n, WS = max(T, N rounded up): when WS = T a table has the tile's layout, so reading or writing a column needs no
 # layout conversion (a [BD, N] table would get its own layout and cost two shared-memory round trips per state).
@@ -162,7 +176,8 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
                 N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP: tl.constexpr,
+                HALF_PARTIALS: tl.constexpr = False):
     pid_b = tl.program_id(0).to(tl.int64)
     dd = tl.program_id(1) * BD + tl.arange(0, BD)
     dmask = dd < dim
@@ -245,11 +260,11 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
             ddt += gB * u + gah * A[:, None]
             du += gB * dt
             if B_SEL:  # dB_t = sum over channels of g_t delta_t u_t: this block's partial
-                tl.store(dBp_ptr + part + n * p_len + (tg - p0), tl.sum(g * dtu, 0), mask=tmask)
+                _store_partial(dBp_ptr + part + n * p_len, tg - p0, g * dtu, tmask, mt, rep, dd64, BD, T, HALF_PARTIALS)
             else:
                 dB_all = _add_column(dB_all, nn, n, tl.sum(g * dtu, 1))
             if C_SEL:  # dC_t = sum over channels of dy_t h_t
-                tl.store(dCp_ptr + part + n * p_len + (tg - p0), tl.sum(dy * h, 0), mask=tmask)
+                _store_partial(dCp_ptr + part + n * p_len, tg - p0, dy * h, tmask, mt, rep, dd64, BD, T, HALF_PARTIALS)
             else:
                 dC_all = _add_column(dC_all, nn, n, tl.sum(dy * h, 1))
         if HAS_Z:
@@ -286,7 +301,7 @@ def _sum_partials_kernel(p_ptr, out_ptr, n_part, L, NL, s_pb, s_pk, s_pn, s_ob, 
     src = p_ptr + pid_b * s_pb + n * s_pn + t
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for k in range(n_part):
-        acc += tl.load(src + k * s_pk, mask=mask, other=0.0)
+        acc += tl.load(src + k * s_pk, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + pid_b * s_ob + n * s_on + t * s_ol, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 

@@ -171,6 +171,13 @@ def test_half_dtypes(dtype):
     check(2, 5, 45, 16, dtype, 16)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_half_partials(dtype):
+    """bwd_half_partials=1: dB/dC partials kept in B's 16-bit dtype (fp32 inputs keep fp32 partials); every gradient
+    still within the dtype's bound of float64 (L 63 over 4 backward segments, dim 11: two channel blocks)."""
+    check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=1))
+
+
 @pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False), (False, False)], ids=["ltiB", "ltiC", "lti"])
 def test_lti(b_sel, c_sel):
     check(2, 5, 37, 4, torch.float32, 8, b_sel=b_sel, c_sel=c_sel)
@@ -241,6 +248,7 @@ def test_no_grad_saves_nothing_and_matches():
     (dict(config=dict(bwd_warps=3)), "bwd_warps=3"),
     (dict(config=dict(fwd_block_d=6)), "fwd_block_d=6"),
     (dict(config=dict(block_d=32)), "unknown config keys"),
+    (dict(config=dict(bwd_half_partials=2)), "bwd_half_partials=2"),
 ])
 def test_bad_inputs(bad, match):
     args = dict(u=torch.randn(2, 5, 8), delta=torch.randn(2, 5, 8), A=-torch.rand(5, 3), B=torch.randn(2, 3, 8),
