@@ -33,8 +33,11 @@ EVALUATION_ONLY = (
     "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
     "trainer.num_sanity_val_steps",
-    "task.eval_lengths", "task.eval_depths", "data.eval_batches", "data.eval_batch_size",
+    "trainer.limit_test_batches", "threads", "gpu_points", "lit.progress_every_s", "lit.finite_check_every",
+    "task.eval_lengths", "task.eval_depths", "task.eval_num_kv_pairs", "task.eval_chunk", "data.eval_batches",
+    "data.eval_batch_size",
 )
+DATA_KEYS = ("batch_size", "eval_batch_size", "eval_batches", "seed")  # at `task` before `data` existed
 
 
 class RunDirBusy(RuntimeError):
@@ -105,18 +108,30 @@ def flatten(tree, prefix: str = "") -> dict:
     return out
 
 
+def migrated(config: dict) -> dict:
+    """A config.yaml written before the task/data split (`task.task.*`, `task.batch_size`) in today's layout."""
+    task = config.get("task")
+    if isinstance(task, dict) and isinstance(task.get("task"), dict):
+        data = {k: task[k] for k in DATA_KEYS if k in task}
+        config = {**config, "task": dict(task["task"]), "data": {"_target_": "hybrid.tasks.datamodule.data_module",
+                                                                 **data}}
+    return config
+
+
 def config_changes(run_dir: Path, config: dict) -> list[str]:
     """The training-relevant differences between run_dir/config.yaml (what the checkpoint was trained with)
-    and `config` (resolved), one line each: "key: old -> new". Empty when there is no earlier config."""
+    and `config` (resolved), one line each: "key: old -> new". Empty when there is no earlier config. A key
+    absent on one side and null on the other is no change (a newer option whose default is off)."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         return []
-    old, new = flatten(yaml.safe_load(path.read_text())), flatten(json.loads(json.dumps(config, default=str)))
+    old = flatten(migrated(yaml.safe_load(path.read_text()) or {}))
+    new = flatten(json.loads(json.dumps(config, default=str)))
     lines = []
     for key in sorted(set(old) | set(new)):
         if any(key == p or fnmatch(key, p) for p in EVALUATION_ONLY):
             continue
-        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+        if old.get(key) != new.get(key):
             lines.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
     return lines
 

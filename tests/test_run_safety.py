@@ -255,3 +255,15 @@ def test_a_failed_run_says_why_in_one_paragraph_and_exits_1(tmp_path, monkeypatc
     assert code == 1 and len(ours) == 1 and ours[0].startswith("error: the run failed: FloatingPointError")
     assert "hybrid/train.py" not in err  # no traceback through the run
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
+
+
+def test_drift_ignores_new_null_options_and_reads_the_old_task_layout(tmp_path):
+    cfg = OmegaConf.to_container(config(tmp_path), resolve=True)
+    old = {**cfg, "task": {"task": cfg["task"], **{k: v for k, v in cfg["data"].items() if k != "_target_"}}}
+    del old["data"]
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    cfg["lit"]["an_option_added_since"] = None  # off by default: the old run had it off too
+    assert rundir.config_changes(tmp_path, cfg) == []
+    cfg["task"]["num_kv_pairs"] += 1
+    assert rundir.config_changes(tmp_path, cfg) == [f"task.num_kv_pairs: {cfg['task']['num_kv_pairs'] - 1} -> "
+                                                    f"{cfg['task']['num_kv_pairs']}"]
