@@ -196,7 +196,9 @@ def draw(table: pd.DataFrame, recipe: Recipe, base: Path, smoke: bool = False, c
                              for k, v in (("row", r), ("col", c)) if v is not None)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel(plot.get("xlabel", plot["x"]) if i == len(rows) - 1 else "")
-            ylabel = plot.get("ylabel", "value") if plot.get("col") != "metric" else str(c)
+            ylabel = plot.get("ylabel", "value")
+            if plot.get("col") == "metric":
+                ylabel = f"{c} ({plot['ylabel']})" if plot.get("ylabel") else str(c)
             ax.set_ylabel(ylabel if j == 0 or plot.get("col") == "metric" else "")
             if heatmap:
                 continue
@@ -206,13 +208,15 @@ def draw(table: pd.DataFrame, recipe: Recipe, base: Path, smoke: bool = False, c
                 ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
     handles, names = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout()
+    above = bool(handles) and len(names) <= 4  # a long legend goes to the right, clear of the panel titles
     if handles and (hue or chance is not None):
-        fig.legend(handles, names, loc="upper center", ncol=min(len(names), 4), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 1.0), title=plot.get("legend", hue) if hue else None, title_fontsize=8)
+        fig.legend(handles, names, fontsize=8, frameon=False, title=plot.get("legend", hue) if hue else None,
+                   title_fontsize=8, **(dict(loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, 1.0))
+                                        if above else dict(loc="center left", bbox_to_anchor=(1.0, 0.5))))
     title = plot.get("title", recipe.title)
     fig.suptitle(f"{SMOKE}\n{title}" if smoke else title, fontsize=10, color="firebrick" if smoke else "black",
-                 y=1.06 if handles else 1.0)
-    fig.tight_layout()
+                 y=1.0 + (0.1 if above else 0.0) + (0.05 if smoke else 0.0), va="bottom")
     if outcomes:
         text = "\n".join(o.line() for o in outcomes)
         fig.text(0.01, -0.01, text, ha="left", va="top", fontsize=7, family="monospace")

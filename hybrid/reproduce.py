@@ -21,7 +21,7 @@ import yaml
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from hybrid import expectations, figures, sweep
+from hybrid import bench_records, expectations, figures, sweep
 from hybrid.checks import USAGE_EXIT
 from hybrid.sweep import collect
 
@@ -33,7 +33,7 @@ def make(p: sweep.Plan, out_dir: str | Path = "figures") -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"{p.recipe.name}-{p.sweep_dir.name}"
-    long = collect.collect(p.sweep_dir, expected=p.point_names())
+    long = bench_records.long_table(p.bench) if p.bench else collect.collect(p.sweep_dir, expected=p.point_names())
     table = figures.figure_table(long, p.recipe)
     outcomes = expectations.check(table, p.expect, smoke=p.smoke)
     paths = {"csv": base.with_suffix(".csv"), "md": base.with_suffix(".md")}
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         p = planned(argv)
         names = p.point_names()
+        if p.bench:  # a recipe of measurements: drawn from bench/results, nothing to run here
+            print(f"{p.recipe.name} ({p.profile}): drawn from {p.bench} (re-measure with the command in the recipe)")
+            figures_only = True
         if not figures_only:
             print(f"{p.recipe.name} ({p.profile}): {len(names)} points in {p.sweep_dir}")
             print("  " + shlex.join(p.command()))

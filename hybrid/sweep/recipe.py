@@ -35,10 +35,11 @@ from hybrid.sweep import naming
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 RECIPE_KEYS = {"name", "title", "description", "reference", "default_profile", "fixed", "sweep", "profiles",
-               "metric", "plot", "notes", "expect", "chance"}
+               "metric", "plot", "notes", "expect", "chance", "bench"}
 # expect / chance / smoke: hybrid/expectations.py and hybrid/figures.py; steps_per_s: the measured training
 # speed of one point (steps per second), for `reproduce --dry-run`'s cost estimate
-PROFILE_KEYS = {"fixed", "sweep", "description", "expect", "chance", "smoke", "steps_per_s"}
+# bench: result files a recipe draws instead of training runs (hybrid/bench_records.py; nothing is trained)
+PROFILE_KEYS = {"fixed", "sweep", "description", "expect", "chance", "smoke", "steps_per_s", "bench"}
 
 
 def bare(key: str) -> str:
@@ -149,6 +150,11 @@ class Plan:
     @property
     def chance(self):
         return self.settings.get("chance", self.recipe.chance)
+
+    @property
+    def bench(self):
+        """The bench result files this profile draws (a recipe of measurements), or None (a training sweep)."""
+        return self.settings.get("bench")
 
     def overrides(self) -> list[str]:
         """The task overrides of the multirun: fixed settings, then axes."""

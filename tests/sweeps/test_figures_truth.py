@@ -152,3 +152,16 @@ def test_dry_run_prints_a_cost_estimate(capsys):
     assert main(["sweeps/selective_copying.yaml", "profile=cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "cost: 2 points x 2000 steps / 4 steps/s = 17 min" in out
+
+
+def test_scan_speed_draws_the_committed_bench_results(tmp_path, capsys):
+    from hybrid.reproduce import make, report
+    p = sweep.plan("scan_speed", profile="gpu")
+    made = make(p, out_dir=tmp_path)
+    report(made, p)
+    assert {"ours", "mamba_ssm"} <= set(made["table"]["provider"]) and Path(made["paths"]["png"]).exists()
+    assert [o.status for o in made["outcomes"]] == ["PASS", "PASS"]
+    assert "PASS" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="does not exist"):
+        from hybrid import bench_records
+        bench_records.long_table("bench/results/no_such.json")
