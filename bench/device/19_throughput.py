@@ -30,8 +30,8 @@ VARIANTS = [  # (shape, variant, extra overrides)
     ("demo", "default", []), ("jamba_small", "default", []),
     ("demo", "fused AdamW", ["+lit.optimizer.fused=true"]), ("jamba_small", "fused AdamW", ["+lit.optimizer.fused=true"]),
     ("demo", "progress bar on", ["trainer.enable_progress_bar=true"]),
-    ("demo", "compile", ["+lit.compile=true"]), ("demo", "compile reduce-overhead", ["+lit.compile=reduce-overhead"]),
-    ("jamba_small", "compile", ["+lit.compile=true"]),
+    ("demo", "compile", ["lit.compile=true"]), ("demo", "compile reduce-overhead", ["lit.compile=reduce-overhead"]),
+    ("jamba_small", "compile", ["lit.compile=true"]),
 ]
 
 
