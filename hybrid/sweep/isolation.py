@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import select
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -34,7 +35,8 @@ def read_result(run_dir: Path) -> dict | None:
 def launcher_settings(hydra_cfg) -> dict:
     """What a point needs to know of its launcher: its kind and, for joblib, how many points run at once."""
     launcher = hydra_cfg.launcher
-    return {"launcher": str(launcher.get("_target_", "")), "n_jobs": launcher.get("n_jobs")}
+    return {"launcher": str(launcher.get("_target_", "")), "n_jobs": launcher.get("n_jobs"),
+            "overrides": list(hydra_cfg.overrides.task)}
 
 
 def run_point(cfg: DictConfig, settings: dict, target=None) -> dict:
@@ -97,6 +99,11 @@ def _point_child(config_yaml: str, settings: dict) -> None:
     cfg = OmegaConf.create(config_yaml)
     if "joblib" in settings.get("launcher", ""):
         pin_resources(cfg, settings.get("n_jobs"))
+    # a point on several devices (trainer=ddp/fsdp): Lightning starts its other ranks by running this process's
+    # command again; make that command this point's own single run, not the sweep, which would run every point
+    run_dir = "'" + str(Path(cfg.run_dir).resolve()).replace("\\", "\\\\").replace("'", "\\'") + "'"  # quoted: = and ,
+    sys.argv = [sys.argv[0], *[o for o in settings.get("overrides", []) if not o.startswith("run_dir=")],
+                f"run_dir={run_dir}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
     from hybrid.train import run_recorded
     run_recorded(cfg)
 
