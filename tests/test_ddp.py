@@ -188,7 +188,9 @@ def test_weight_decay_groups_survive_wrapping():
     model = instantiate(cfg.model)
     module = HybridLitModule(model, optimizer=torch.optim.AdamW)
     plain = {id(p) for p in module.configure_optimizers().param_groups[0]["params"]}
+    keys = list(model.state_dict())
     apply_activation_checkpointing(model, auto_wrap_policy=block_policy())
+    assert list(model.state_dict()) == keys  # checkpoints keep the plain names: they load without the wrappers
     assert any("_checkpoint_wrapped_module" in n for n, _ in model.named_parameters())
     wrapped = module.configure_optimizers().param_groups
     assert {id(p) for p in wrapped[0]["params"]} == plain
