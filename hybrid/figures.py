@@ -297,7 +297,7 @@ def markdown(table: pd.DataFrame, recipe: Recipe, p: Plan, long: pd.DataFrame, i
               "Command: `python -m hybrid.reproduce " + " ".join([str(recipe.path), f"profile={p.profile}",
                                                                   *p.extra]) + "`", ""]
     if p.chance is not None:
-        lines += [f"Chance level: {p.chance} (dotted line in the figure)", ""]
+        lines += [f"Chance level: {p.chance} (a dotted line in the figure; a red mark on a heatmap's colour bar)", ""]
     lines += expectations.markdown(list(outcomes))
     shown = labelled(table, recipe.plot.get("labels"))
     if len(shown):
