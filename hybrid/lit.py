@@ -71,7 +71,8 @@ class HybridLitModule(L.LightningModule):
         self.aux_loss_weight, self.eval_names = aux_loss_weight, list(eval_names)
         # weight decay is decided on the unwrapped shapes: under FSDP every weight is a 1-D shard (hybrid/fsdp.py)
         self._decay_names = {n for n, p in model.named_parameters() if p.dim() >= 2 and "A_log" not in n}
-        self.finite_check_every, self.compile_mode, self.progress_every_s = finite_check_every, compile, progress_every_s
+        self.finite_check_every, self.compile_mode = finite_check_every, compile
+        self.progress_every_s = progress_every_s
         self._val = {}  # dataloader index -> [loss_sum, correct, count] float64 on the device
         self._nonfinite = None  # [step of the first non-finite loss or -1, that loss] on the device
 

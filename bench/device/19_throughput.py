@@ -28,7 +28,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU only to smoke
 SHAPES = {"demo": ["model=demo", "task=mqar"], "jamba_small": ["model=jamba_small", "task=mqar"]}
 VARIANTS = [  # (shape, variant, extra overrides)
     ("demo", "default", []), ("jamba_small", "default", []),
-    ("demo", "fused AdamW", ["+lit.optimizer.fused=true"]), ("jamba_small", "fused AdamW", ["+lit.optimizer.fused=true"]),
+    ("demo", "fused AdamW", ["+lit.optimizer.fused=true"]),
+    ("jamba_small", "fused AdamW", ["+lit.optimizer.fused=true"]),
     ("demo", "progress bar on", ["trainer.enable_progress_bar=true"]),
     ("demo", "compile", ["lit.compile=true"]), ("demo", "compile reduce-overhead", ["lit.compile=reduce-overhead"]),
     ("jamba_small", "compile", ["lit.compile=true"]),

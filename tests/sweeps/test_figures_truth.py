@@ -64,7 +64,8 @@ def test_comparisons_and_ranges(recipe):
     assert outcome.status == "PASS" and outcome.text.startswith("value > its cell at pattern=MFMF + 0.05")
     [outcome] = expectations.check(table, [{**above, "margin": 0.2}], smoke=False)
     assert outcome.status == "FAIL" and "length=256: 0.2 vs 0.1" in outcome.detail
-    below = {"where": {"model.layout.pattern": "MFMF", "length": {"max": 64}}, "below": {"model.layout.pattern": "AFAF"}}
+    below = {"where": {"model.layout.pattern": "MFMF", "length": {"max": 64}},
+             "below": {"model.layout.pattern": "AFAF"}}
     assert expectations.check(table, [below], smoke=False)[0].status == "PASS"  # 1.0 <= 1.0
     missing = {"where": {"model.layout.pattern": "MFMF"}, "below": {"model.layout.pattern": "MFAF"}}
     assert expectations.check(table, [missing], smoke=False)[0].status == "NOT CHECKED"
