@@ -6,17 +6,22 @@
   launch_rank()       this process's global rank as its launcher wrote it into the environment, before any Trainer
                       or process group exists: hybrid.train lets only rank 0 take the run-dir lock and write files
   rank_devices()      every rank's {rank, host, device}, for record.json
+  check_same_world()  a resumed run on another number of ranks is refused: it would train on another global batch
 
 sum_over_ranks calls torch.distributed.all_reduce directly rather than Lightning's `strategy.reduce`, which puts a
 barrier (a host sync on GPUs) before every reduction; the training step reduces once per step.
 """
+import json
 import os
 import socket
 import warnings
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
+
+from hybrid.checks import UsageError
 
 # hybrid.lit logs evaluation metrics that are already sums over all ranks (sum_over_ranks, then one division), so
 # Lightning's advice to log them with sync_dist=True (which would average per-rank ratios) does not apply.
@@ -86,3 +91,17 @@ def rank_devices(device: torch.device) -> list[dict]:
     everyone = [None] * world_size()
     dist.all_gather_object(everyone, mine)
     return everyone
+
+
+def check_same_world(run_dir: Path, world_size: int, force: bool = False) -> None:
+    """Raise a UsageError when the attempt that wrote run_dir/record.json ran on another number of ranks (unless
+    force): data.batch_size is per rank, so the resumed run would continue on another global batch. Nothing to
+    check when the record names no world size (written before the run's Trainer set up)."""
+    try:
+        before = (json.loads((Path(run_dir) / "record.json").read_text()).get("distributed") or {}).get("world_size")
+    except (OSError, ValueError):
+        return
+    if before is not None and int(before) != int(world_size) and not force:
+        raise UsageError(f"run directory {run_dir} was trained on {before} ranks and this run has {world_size} "
+                         f"(trainer.num_nodes x trainer.devices): data.batch_size is per rank, so it would resume on "
+                         f"another global batch. Resume on {before} ranks, or pass resume=force to resume anyway.")

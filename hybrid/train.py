@@ -84,6 +84,7 @@ def train(cfg: DictConfig) -> dict:
         trainer = instantiate(trainer_cfg, callbacks=[checkpoint, record], logger=loggers, default_root_dir=run_dir,
                               plugins=[AtomicCheckpointIO()])
         if resume_from:
+            ranks.check_same_world(run_dir, trainer.world_size, force=cfg.get("resume") == "force")
             log.info("resuming from %s%s", resume_from, f" with changes {changes} (resume=force)" if changes else "")
             if rank_zero:
                 rundir.keep_metrics_history(run_dir)

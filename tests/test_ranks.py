@@ -1,12 +1,15 @@
 """hybrid.ranks in two real processes (gloo): a training step's totals and the evaluation sums over ranks, the MoE
 balancing loss averaged and its expert counts summed; one process changes nothing."""
+import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
 from hybrid import ranks
+from hybrid.checks import UsageError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ranks_worker import reduce_on_two_ranks  # noqa: E402 (spawned processes import it by this name)
@@ -33,3 +36,14 @@ def test_one_process_is_untouched():
     values = torch.ones(2, 3)
     assert ranks.sum_over_ranks(values) is values
     assert ranks.rank_devices(torch.device("cpu"))[0]["rank"] == 0
+
+
+def test_resuming_on_another_number_of_ranks_is_refused(tmp_path):
+    ranks.check_same_world(tmp_path, 4)  # no record yet: nothing to compare
+    (tmp_path / "record.json").write_text(json.dumps({"distributed": None}))
+    ranks.check_same_world(tmp_path, 4)  # killed before its Trainer set up
+    (tmp_path / "record.json").write_text(json.dumps({"distributed": {"world_size": 2}}))
+    ranks.check_same_world(tmp_path, 2)
+    with pytest.raises(UsageError, match="trained on 2 ranks and this run has 4"):
+        ranks.check_same_world(tmp_path, 4)
+    ranks.check_same_world(tmp_path, 4, force=True)
