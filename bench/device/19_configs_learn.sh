@@ -9,7 +9,7 @@ ROOT=$(mktemp -d)
 for f in conf/model/*.yaml; do
   m=$(basename "$f" .yaml)
   case "$m" in _base|from_checkpoint) continue ;; esac
-  timeout 250 python3 -m hybrid.train "model=$m" task=mqar trainer.enable_progress_bar=false threads=2 \
+  timeout ${CONFIGS_LIMIT:-250} python3 -m hybrid.train "model=$m" task=mqar trainer.enable_progress_bar=false threads=2 \
     "run_dir=$ROOT/$m" > "$ROOT/$m.log" 2>&1 &
 done
 wait
