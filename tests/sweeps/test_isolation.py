@@ -79,6 +79,7 @@ def test_a_completed_point_is_skipped_and_a_finished_child_is_read_back(tmp_path
 def test_joblib_points_share_the_cpu_cores(monkeypatch):
     import torch
     monkeypatch.setattr("hybrid.threads.usable_cpus", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # it would cap the share (hybrid/threads.py)
     threads = torch.get_num_threads()
     try:
         cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1}})
@@ -125,6 +126,7 @@ def test_several_points_share_each_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr("hybrid.threads.usable_cpus", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     threads = []
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 0)
