@@ -1,7 +1,7 @@
 #!/bin/bash
 # Issue 19 (SWEEPS) item "every model config learns", on one GPU, from the repo root with .whl carried; at most 4.5
-# minutes (CONFIGS_LIMIT seconds per run, default 250); results under $OUT (2 files): every config in conf/model/ (not _base, not from_checkpoint) trained on the
-# default MQAR task with its own defaults (1000 steps, lr 3e-3, bf16; the default init: normal(0, 1/sqrt(fan_in))),
+# minutes (CONFIGS_LIMIT seconds per run, default 250); results under $OUT (2 files): every config in conf/model/
+# (not _base, not from_checkpoint) trained on the default MQAR task with its own defaults (1000 steps, lr 3e-3, bf16; the default init: normal(0, 1/sqrt(fan_in))),
 # all side by side on the one GPU (2 CPU threads each); the final accuracy at the training length (64), and at
 # 128 and 256. Expected: >= 0.9 at 64 for every config (before the init change, jamba_small stayed at chance).
 source .whl/setup_project.sh || exit 1
