@@ -51,7 +51,7 @@ class HybridLitModule(L.LightningModule):
 
     finite_check_every: steps between checks of the device-side non-finite flag (also checked before every
         checkpoint and at the end, so no checkpoint is written after a NaN went unnoticed).
-    compile: False, True or a torch.compile mode ("default", "reduce-overhead": CUDA graphs,
+    compile: None or False (off), True or a torch.compile mode ("default", "reduce-overhead": CUDA graphs,
         "max-autotune-no-cudagraphs"): compiles the model's forward (and so its backward) in place, the state
         dict unchanged. Pays for small models on a GPU, where the step is launch-bound; off by default.
     progress_every_s: with the progress bar off, a progress line at most this often (hybrid/progress.py).
@@ -60,12 +60,12 @@ class HybridLitModule(L.LightningModule):
     def __init__(self, model: HybridLM, optimizer: Callable, scheduler: Callable | None = None,
                  aux_loss_weight: float = 0.01, eval_names: Sequence[str] = ("L",),
                  bytes_per_token: float | None = None, finite_check_every: int = 100,
-                 compile: bool | str = False, progress_every_s: float = 30.0):
+                 compile: bool | str | None = None, progress_every_s: float = 30.0):
         super().__init__()
         if finite_check_every < 1:
             raise ValueError(f"finite_check_every={finite_check_every}; must be >= 1 step")
-        if compile not in (False, True) and compile not in COMPILE_MODES:
-            raise ValueError(f"compile={compile!r}; allowed: false, true, {', '.join(COMPILE_MODES)}")
+        if compile not in (None, False, True) and compile not in COMPILE_MODES:
+            raise ValueError(f"compile={compile!r}; allowed: null or false (off), true, {', '.join(COMPILE_MODES)}")
         self.bytes_per_token = bytes_per_token  # set for byte-level data (audio, text): adds val/bpb_<name>
         self.model, self.optimizer_factory, self.scheduler_factory = model, optimizer, scheduler
         self.aux_loss_weight, self.eval_names = aux_loss_weight, list(eval_names)
