@@ -9,6 +9,7 @@ from hybrid import threads
 
 def test_default_threads_share_the_usable_cores(monkeypatch):
     monkeypatch.setattr(threads, "usable_cpus", lambda: 16)
+    monkeypatch.setattr(threads, "_parallel", 1)  # another test in this process may have called set_parallel
     assert threads.default_threads(on_gpu=False) == 16
     assert threads.default_threads(on_gpu=False, parallel=3) == 5
     assert threads.default_threads(on_gpu=True) == 4  # a GPU run only feeds the GPU
