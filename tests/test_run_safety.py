@@ -220,10 +220,10 @@ def test_usage_errors_of_reproduce_and_figures_exit_2(tmp_path, capsys):
 
 
 def test_usage_errors_of_convert(tmp_path, capsys):
-    from hybrid.convert.__main__ import main
-    from hybrid.convert.checkpoint import save_checkpoint
     from safetensors.torch import save_file
 
+    from hybrid.convert.__main__ import main
+    from hybrid.convert.checkpoint import save_checkpoint
     from hybrid.model import HybridLM
     (tmp_path / "empty").mkdir()
     (tmp_path / "json").mkdir()

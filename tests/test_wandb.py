@@ -3,7 +3,6 @@ resumed run continues the same W&B run; a recipe's sweep groups its points and t
 from pathlib import Path
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 
 pytest.importorskip("wandb")

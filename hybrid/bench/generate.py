@@ -161,12 +161,12 @@ def run(args, device: str, save=lambda rows: None) -> list[dict]:
         model = build(pattern, args, device, dtype)
         for batch in args.batches:
             print(f"  {name} batch {batch}", file=sys.stderr)
-            rows.append(guarded(lambda: run_model(name, model, args, device, batch), op="generate", provider=name,
+            rows.append(guarded(lambda m=model, b=batch: run_model(name, m, args, device, b), op="generate", provider=name,
                                 batch=batch))
         if name in ("mamba", "transformer"):
             for L in args.sweep:
                 prompt = torch.randint(0, args.vocab, (1, L), device=device)
-                row = guarded(lambda: sweep_row(name, model, prompt, args, device), op="decode_vs_prompt",
+                row = guarded(lambda m=model, p=prompt: sweep_row(name, m, p, args, device), op="decode_vs_prompt",
                               provider=name, batch=1, prompt=L)
                 rows.append(row)
         model._decoding = None

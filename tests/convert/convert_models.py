@@ -41,3 +41,33 @@ def tiny_jamba(seed=0, **kw):
                 mamba_d_conv=3, mamba_dt_rank=3, use_mamba_kernels=False)
     cfg = transformers.JambaConfig(**{**args, **kw})
     return perturb(transformers.JambaForCausalLM(cfg), seed).eval()
+
+
+def check_same_function(hf, ours, vocab, shapes=((2, 17),), seed=1, tol=1e-5):
+    """Logits (relative error) and next-token loss of `ours` and `hf` agree within `tol` on fresh random token
+    batches of each [batch, L] shape (the loss only where L > 1)."""
+    g = torch.Generator().manual_seed(seed)
+    for shape in shapes:
+        tokens = torch.randint(0, vocab, shape, generator=g)
+        with torch.no_grad():
+            theirs = hf(tokens, labels=tokens)
+            out = ours(tokens)
+        assert out.logits.shape == theirs.logits.shape
+        assert rel_err(out.logits, theirs.logits) < tol, shape
+        if shape[1] > 1:
+            assert abs(causal_lm_loss(out.logits, tokens).item() - theirs.loss.item()) < tol * theirs.loss.item()
+
+
+def check_export_round_trip(hf, ours, out_dir, vocab, class_name):
+    """ours -> transformers (`class_name`) in out_dir: the same tensors as `hf` bit for bit, the saved model computes
+    ours' function, and reading out_dir back gives ours' weights bit for bit. Returns the exported model."""
+    from hybrid.convert import from_transformers, to_transformers
+    back = to_transformers(ours, out_dir)
+    assert type(back).__name__ == class_name
+    want, got = hf.state_dict(), back.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(out_dir).eval()
+    check_same_function(loaded, ours.eval(), vocab, shapes=((2, 9),))
+    again = from_transformers(out_dir)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), again.state_dict().values()))
+    return back

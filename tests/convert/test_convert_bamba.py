@@ -2,7 +2,7 @@
 <= 1e-5; its attention rotates half of each head: rope_fraction 0.5), export and back bit for bit, and errors."""
 import pytest
 import torch
-from convert_models import causal_lm_loss, perturb, rel_err, transformers
+from convert_models import check_export_round_trip, check_same_function, perturb, rel_err, transformers
 
 from hybrid.convert import UnsupportedConfig, from_transformers, to_transformers
 from hybrid.model import HybridLM
@@ -19,17 +19,6 @@ def tiny_bamba(seed=0, **kw):
     return perturb(transformers.BambaForCausalLM(cfg), seed).eval()
 
 
-def check_same_function(hf, ours, vocab, shapes=((2, 19), (1, 8)), seed=1):
-    g = torch.Generator().manual_seed(seed)
-    for shape in shapes:
-        tokens = torch.randint(0, vocab, shape, generator=g)
-        with torch.no_grad():
-            theirs = hf(tokens, labels=tokens)
-            out = ours(tokens)
-        assert rel_err(out.logits, theirs.logits) < TOL, shape
-        assert abs(causal_lm_loss(out.logits, tokens).item() - theirs.loss.item()) < TOL * theirs.loss.item()
-
-
 @pytest.mark.parametrize("kw,pattern", [
     ({}, "SFAFSF"),
     (dict(attn_layer_indices=[0, 2], mamba_n_groups=1, mamba_proj_bias=True, attention_bias=True, mlp_bias=True,
@@ -41,20 +30,14 @@ def test_same_logits_and_loss(kw, pattern):
     assert ours.pattern == pattern
     attn = next(layer.mixer for layer in ours.layers if layer.symbol == "A")
     assert attn.rope_fraction == 0.5 and attn.rope_dim == 4
-    check_same_function(hf, ours, 37)
+    check_same_function(hf, ours, 37, shapes=((2, 19), (1, 8)))
 
 
 def test_export_and_back_bit_for_bit(tmp_path):
     hf = tiny_bamba()
     ours = from_transformers(hf)
-    back = to_transformers(ours, tmp_path)
-    assert type(back).__name__ == "BambaForCausalLM" and back.config.attn_layer_indices == [1]
-    want, got = hf.state_dict(), back.state_dict()
-    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    check_same_function(loaded, ours.eval(), 37, shapes=((2, 9),))
-    again = from_transformers(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), again.state_dict().values()))
+    back = check_export_round_trip(hf, ours, tmp_path, 37, "BambaForCausalLM")
+    assert back.config.attn_layer_indices == [1]
 
 
 def test_partial_rope_rotates_only_the_first_channels():

@@ -2,12 +2,10 @@
 incremental path against theirs, export and back bit for bit, and the errors for what does not fit."""
 import pytest
 import torch
-from convert_models import causal_lm_loss, perturb, rel_err, transformers
+from convert_models import check_export_round_trip, check_same_function, perturb, transformers
 
 from hybrid.convert import UnsupportedConfig, from_transformers, to_transformers
 from hybrid.model import HybridLM
-
-TOL = 1e-5
 
 
 def tiny_mamba2(seed=0, **kw):
@@ -16,18 +14,6 @@ def tiny_mamba2(seed=0, **kw):
                 n_groups=2, expand=2, conv_kernel=3, chunk_size=8, tie_word_embeddings=False)
     cfg = transformers.Mamba2Config(**{**args, **kw})
     return perturb(transformers.Mamba2ForCausalLM(cfg), seed).eval()
-
-
-def check_same_function(hf, ours, vocab, shapes=((2, 19), (1, 8), (1, 1)), seed=1):
-    g = torch.Generator().manual_seed(seed)
-    for shape in shapes:
-        tokens = torch.randint(0, vocab, shape, generator=g)
-        with torch.no_grad():
-            theirs = hf(tokens, labels=tokens)
-            out = ours(tokens)
-        assert rel_err(out.logits, theirs.logits) < TOL, shape
-        if shape[1] > 1:
-            assert abs(causal_lm_loss(out.logits, tokens).item() - theirs.loss.item()) < TOL * theirs.loss.item()
 
 
 @pytest.mark.parametrize("kw", [
@@ -42,20 +28,13 @@ def test_mamba2_same_logits_and_loss(kw):
     assert ours.pattern == "SSS" and ours.residual_in_fp32
     assert (mixer.nheads, mixer.ngroups) == (hf.config.num_heads, hf.config.n_groups)
     assert mixer.dt_limit == tuple(hf.config.time_step_limit)
-    check_same_function(hf, ours, 37)
+    check_same_function(hf, ours, 37, shapes=((2, 19), (1, 8), (1, 1)))
 
 
 def test_export_and_back_bit_for_bit(tmp_path):
     hf = tiny_mamba2()
     ours = from_transformers(hf)
-    back = to_transformers(ours, tmp_path)
-    assert type(back).__name__ == "Mamba2ForCausalLM"
-    want, got = hf.state_dict(), back.state_dict()
-    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    check_same_function(loaded, ours.eval(), 37, shapes=((2, 9),))
-    again = from_transformers(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), again.state_dict().values()))
+    check_export_round_trip(hf, ours, tmp_path, 37, "Mamba2ForCausalLM")
 
 
 def test_native_stack_exports():

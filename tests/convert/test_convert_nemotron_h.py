@@ -2,12 +2,10 @@
 err <= 1e-5), export and back bit for bit, and the errors for what does not fit (MoE layers, Mamba-1, RoPE)."""
 import pytest
 import torch
-from convert_models import causal_lm_loss, perturb, rel_err, transformers
+from convert_models import check_export_round_trip, check_same_function, perturb, transformers
 
 from hybrid.convert import UnsupportedConfig, from_transformers, to_transformers
 from hybrid.model import HybridLM
-
-TOL = 1e-5
 
 
 def tiny_nemotron_h(pattern="M-M*-", seed=0, **kw):
@@ -17,17 +15,6 @@ def tiny_nemotron_h(pattern="M-M*-", seed=0, **kw):
                 ssm_state_size=6, n_groups=2, conv_kernel=3, chunk_size=8, use_mamba_kernels=False)
     cfg = transformers.NemotronHConfig(**{**args, **kw})
     return perturb(transformers.NemotronHForCausalLM(cfg), seed).eval()
-
-
-def check_same_function(hf, ours, vocab, shapes=((2, 19), (1, 8)), seed=1):
-    g = torch.Generator().manual_seed(seed)
-    for shape in shapes:
-        tokens = torch.randint(0, vocab, shape, generator=g)
-        with torch.no_grad():
-            theirs = hf(tokens, labels=tokens)
-            out = ours(tokens)
-        assert rel_err(out.logits, theirs.logits) < TOL, shape
-        assert abs(causal_lm_loss(out.logits, tokens).item() - theirs.loss.item()) < TOL * theirs.loss.item()
 
 
 @pytest.mark.parametrize("pattern,kw", [
@@ -41,20 +28,14 @@ def test_same_logits_and_loss(pattern, kw):
     assert ours.pattern == pattern.replace("M", "S").replace("-", "F").replace("*", "A")
     assert ours.layers[1 if pattern[1] == "-" else 3].mixer.activation == "relu2"
     assert ours.layers[0].mixer.dt_limit == (hf.config.time_step_min, float("inf"))
-    check_same_function(hf, ours, 37)
+    check_same_function(hf, ours, 37, shapes=((2, 19), (1, 8)))
 
 
 def test_export_and_back_bit_for_bit(tmp_path):
     hf = tiny_nemotron_h()
     ours = from_transformers(hf)
-    back = to_transformers(ours, tmp_path)
-    assert type(back).__name__ == "NemotronHForCausalLM" and back.config.hybrid_override_pattern == "M-M*-"
-    want, got = hf.state_dict(), back.state_dict()
-    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    check_same_function(loaded, ours.eval(), 37, shapes=((2, 9),))
-    again = from_transformers(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), again.state_dict().values()))
+    back = check_export_round_trip(hf, ours, tmp_path, 37, "NemotronHForCausalLM")
+    assert back.config.hybrid_override_pattern == "M-M*-"
 
 
 def test_native_stack_from_megatron_pattern_exports():
