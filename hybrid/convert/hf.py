@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from hybrid.convert import bamba, jamba, mamba, mamba2, nemotron_h
+from hybrid.convert import bamba, granite, jamba, mamba, mamba2, nemotron_h
 from hybrid.convert.build import build_loaded, merge_blocks
 from hybrid.convert.links import ConversionError, DictSource, export_from
 from hybrid.convert.sources import open_weights
 from hybrid.convert.specs import UnsupportedConfig
 from hybrid.model import HybridLM
 
-ARCHS = {m.MODEL_TYPE: m for m in (mamba, mamba2, jamba, nemotron_h, bamba)}
+ARCHS = {m.MODEL_TYPE: m for m in (mamba, mamba2, jamba, nemotron_h, bamba, granite)}
 
 
 def _arch(model_type, architectures, origin: str):
@@ -34,7 +34,7 @@ def _arch(model_type, architectures, origin: str):
 
 def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -> HybridLM:
     """Our HybridLM with the weights of a transformers MambaForCausalLM, Mamba2ForCausalLM, NemotronHForCausalLM,
-    BambaForCausalLM or JambaForCausalLM.
+    BambaForCausalLM, GraniteMoeHybridForCausalLM (dense) or JambaForCausalLM.
 
     Args:
         src: the model (in memory) or a directory saved by save_pretrained (config.json + safetensors/bin).
@@ -62,7 +62,11 @@ def from_transformers(src, dtype=torch.float32, blocks: Mapping | None = None) -
         source = DictSource(src.state_dict(), origin)
     arch = _arch(cfg.get("model_type"), cfg.get("architectures"), origin)
     args = merge_blocks(arch.hybrid_args(cfg, origin=f"{arch.ARCHITECTURE} config of {origin}"), blocks)
-    return build_loaded(args, arch.links, source, dtype, what=f"converting {origin} ({arch.ARCHITECTURE})")
+    links = arch.links
+    if getattr(arch, "LINKS_READ_CONFIG", False):  # the config's multipliers are folded into the weights
+        def links(model, keys):
+            return arch.links(model, keys, cfg=cfg)
+    return build_loaded(args, links, source, dtype, what=f"converting {origin} ({arch.ARCHITECTURE})")
 
 
 def _export_arch(model: HybridLM):
@@ -76,7 +80,12 @@ def _export_arch(model: HybridLM):
         return jamba
     pairs = len(p) % 2 == 0 and all(c in ("SA" if j % 2 == 0 else "F") for j, c in enumerate(p))
     swiglu = all(layer.mixer.activation == "swiglu" for layer in model.layers if layer.symbol == "F")
-    return bamba if pairs and swiglu else nemotron_h  # Bamba: (S | A) + SwiGLU F per layer; else Nemotron-H
+    if not (pairs and swiglu):
+        return nemotron_h  # Mamba-2, attention and relu^2 MLPs in any order
+    # (S | A) + SwiGLU F per layer: Bamba rotates half of each attention head, Granite all of it or none
+    whole = any(layer.mixer.rope_base is None or layer.mixer.rope_fraction == 1
+                for layer in model.layers if layer.symbol == "A")
+    return granite if whole else bamba
 
 
 def _rebuild_meta_buffers(hf_model) -> None:
@@ -93,7 +102,8 @@ def _rebuild_meta_buffers(hf_model) -> None:
 
 def to_transformers(model: HybridLM, out_dir: str | Path | None = None):
     """`model` as a transformers model: MambaForCausalLM for an all-Mamba stack, Mamba2ForCausalLM for an all-Mamba-2
-    (`S`) stack, BambaForCausalLM for Mamba-2 / attention layers each followed by a SwiGLU MLP, NemotronHForCausalLM
+    (`S`) stack, BambaForCausalLM for Mamba-2 / attention layers each followed by a SwiGLU MLP (attention rotating
+    half of each head; GraniteMoeHybridForCausalLM where it rotates whole heads or none), NemotronHForCausalLM
     for other stacks of Mamba-2, attention and relu^2 MLPs, JambaForCausalLM for a
     Jamba-style one (alternating mixer and feed-forward blocks, attention and MoE periodic), in eval mode.
     With `out_dir`, also save_pretrained there, so that from_pretrained(out_dir) loads it.

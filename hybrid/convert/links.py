@@ -171,10 +171,11 @@ def load_into(model: nn.Module, links: Sequence[Link], source: TensorSource, ext
         for name, t in zip(link.ours, outs):
             assert tuple(t.shape) == ours_shapes[name], (name, t.shape, ours_shapes[name])
             state[name] = t.to(dtype=dtype or t.dtype, copy=True).contiguous()
-    for link in links:  # a tied copy present in the source must equal what was loaded
+    for link in links:  # a tied copy present in the source must equal what was loaded (through its transform)
         if link.tied and set(link.theirs) <= set(source.keys()):
-            for name, k in zip(link.ours, link.theirs):
-                if not torch.equal(source.get(k).to(state[name].dtype), state[name]):
+            copies = link.to_ours([source.get(k) for k in link.theirs])
+            for name, k, copy in zip(link.ours, link.theirs, copies):
+                if not torch.equal(copy.to(state[name].dtype), state[name]):
                     problems.append(f"tied tensor differs: source {k!r} should equal our {name!r} "
                                     f"(the config ties them) but does not")
     if problems:
