@@ -1,7 +1,7 @@
-"""Real checkpoints in and out: Hugging Face transformers' Mamba, Mamba-2, Jamba, Bamba and Nemotron-H, mamba-ssm
-(Mamba-1 and Mamba-2 layers), and our own format.
+"""Real checkpoints in and out: Hugging Face transformers' Mamba, Mamba-2, Jamba, Bamba, Nemotron-H and Granite 4.0
+hybrid (GraniteMoeHybrid, dense), mamba-ssm (Mamba-1 and Mamba-2 layers), and our own format.
 
-    from_transformers(model_or_dir) -> HybridLM      Mamba(2)/Jamba/Bamba/NemotronHForCausalLM (hf.py)
+    from_transformers(model_or_dir) -> HybridLM      Mamba(2)/Jamba/Bamba/NemotronH/GraniteMoeHybridForCausalLM (hf.py)
     to_transformers(model, out_dir=None)             back to those, save_pretrained-loadable  (hf.py)
     from_mamba_ssm(dir) -> HybridLM                  mamba-ssm MambaLMHeadModel directories   (checkpoint.py)
     save_checkpoint(model, out_dir)                  model.safetensors + hybrid_config.json   (checkpoint.py)
