@@ -88,7 +88,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_sof
     batch, L, heads, head_dim = x.shape
     groups, N = B.shape[2:]
     r = heads // groups  # heads per group: head index = group * r + j
-    Q = chunk_size
+    Q = min(chunk_size, 1 << (L - 1).bit_length())  # a sequence shorter than a chunk: one chunk of its own size
     xs = x.to(acc)
     dts = process_dt(dt, dt_bias, dt_softplus, dt_limit, acc)
     xc = _chunks(xs, Q).unflatten(3, (groups, r))  # [b, c, Q, g, r, p]
