@@ -87,3 +87,13 @@ def test_swiglu_pairs_export_to_bamba_or_granite_by_their_rope(attention, target
     hf = to_transformers(ours)
     assert type(hf).__name__ == target
     check_same_function(hf, ours, 11, shapes=((2, 9),))
+
+
+def test_converted_granite_generates_transformers_tokens():
+    """Greedy decoding through our caches (multipliers folded) gives transformers' own greedy tokens."""
+    hf = tiny_granite(**MULTIPLIERS)
+    prompt = torch.randint(0, 37, (2, 7), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, min_new_tokens=12,
+                           do_sample=False, pad_token_id=0)
+    assert torch.equal(from_transformers(hf).eval().generate(prompt, max_new_tokens=12), want)
