@@ -16,11 +16,24 @@ from hybrid.convert.specs import UnsupportedConfig
 from hybrid.model import HybridLM
 
 ARCHS = {m.MODEL_TYPE: m for m in (mamba, mamba2, jamba, nemotron_h, bamba, granite)}
+# Mamba-2 hybrids whose layers are not a sequence of our residual blocks: why each has no form here
+NOT_EXPRESSIBLE = {
+    "zamba2": "Zamba2 interleaves one shared attention block (applied to the hidden state concatenated with the "
+              "input embeddings, with a LoRA adapter per use) between its Mamba-2 layers; our blocks are each "
+              "their own and see only the residual stream",
+    "zamba": "Zamba (Mamba-1) shares one attention block over the hidden state concatenated with the input "
+             "embeddings; our blocks are each their own and see only the residual stream",
+    "falcon_h1": "Falcon-H1 runs attention and Mamba-2 in parallel on the same normed input inside one layer (their "
+                 "outputs summed, with per-channel muP multipliers on the SSM's in_proj); our blocks are sequential",
+}
 
 
 def _arch(model_type, architectures, origin: str):
     """The architecture module for a config's model_type, or an error naming what is supported."""
     supported = ", ".join(f"{m.ARCHITECTURE} (model_type {t!r})" for t, m in ARCHS.items())
+    if model_type in NOT_EXPRESSIBLE:
+        raise UnsupportedConfig(f"converting {origin}", [f"model_type={model_type!r} {architectures or ''}: "
+                                                         f"{NOT_EXPRESSIBLE[model_type]}; supported: {supported}"])
     if model_type not in ARCHS:
         raise UnsupportedConfig(f"converting {origin}", [(f"unsupported architecture model_type={model_type!r} "
                                                           f"{architectures or ''}; supported: {supported}")])

@@ -97,3 +97,14 @@ def test_converted_granite_generates_transformers_tokens():
         want = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, min_new_tokens=12,
                            do_sample=False, pad_token_id=0)
     assert torch.equal(from_transformers(hf).eval().generate(prompt, max_new_tokens=12), want)
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("Zamba2", dict(num_hidden_layers=3, layers_block_type=["mamba", "hybrid", "mamba"]), "shared attention"),
+    ("FalconH1", {}, "in parallel"),
+], ids=["zamba2", "falcon-h1"])
+def test_hybrids_without_a_sequential_form_are_refused_by_name(name, kw, match):
+    with torch.device("meta"):  # their default widths, built without memory
+        hf = getattr(transformers, f"{name}ForCausalLM")(getattr(transformers, f"{name}Config")(**kw))
+    with pytest.raises(UnsupportedConfig, match=match):
+        from_transformers(hf)
