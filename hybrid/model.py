@@ -84,25 +84,33 @@ class HybridLM(nn.Module):
         """The one init, right at every width:
         - linear weights: normal(0, 1/sqrt(fan_in)) (LeCun normal), so a projection keeps its input's scale
           whatever the width (the scale of PyTorch's own nn.Linear default, std 1/sqrt(3 fan_in), is 1.7x smaller);
-        - embedding: normal(0, 0.02) (every block reads the stream through an RMSNorm, so its scale is free;
-          with tied weights it keeps the initial logits small);
-        - biases zero; the output projection of every residual sublayer (`is_residual_out`) divided by
-          sqrt(n_sublayers) (GPT-2; mamba-ssm's rescale_prenorm_residual) so the stream's variance does not grow
-          with depth. Mamba's dt/A/D/conv parameters keep their own init (blocks/mamba.py).
+        - embedding: normal(0, 1/sqrt(d_model)), the same rule read as the tied LM head's fan-in, so the initial
+          logits have unit scale; biases zero;
+        - the output projection of every residual sublayer (`is_residual_out`) divided by sqrt(n_sublayers)
+          (GPT-2; mamba-ssm's rescale_prenorm_residual) so the stream's variance does not grow with depth. Mamba's
+          dt/A/D/conv parameters keep their own init (blocks/mamba.py).
         Why not normal(0, 0.02) for every weight (GPT-2's choice at width 768): at the widths of these studies
         (d_model 16-256) it is 3-6x smaller than 1/sqrt(fan_in), attention scores start near zero, and a
         2-layer attention stack (d_model 64) stays on the induction-heads plateau: measured on the CPU (1 thread,
         batch 32, length 64, lr 3e-3), accuracy 0.06-0.09 after 1500 steps at 0.02, 0.13 at 0.1, PyTorch's
-        default 0.10, this init 0.37 by step 600 (see the commit message). `init_std` set to a number brings the
-        old scheme back (normal(0, init_std) for every linear and embedding weight). Converted checkpoints load
-        their weights over whatever this draws."""
+        default 0.10, this init 0.37 by step 600 (commit 8660fd9).
+        Why not an embedding of 0.02 beside fan-in linears: the token's own identity is then 0.02 in a stream to
+        which every sublayer adds O(1/sqrt(n_sublayers)), so a block that reads tokens after a context-mixing
+        sublayer sees them drowned, and Adam grows the embedding slowly (0.04 -> 0.1 rms in 800 steps). MQAR
+        (CPU, fp32, 1 thread, default task: length 64, 8 pairs, batch 64, lr 3e-3) with MFAF at d_model 64: val
+        accuracy 0.14 at step 300 and 0.15 at step 800 with the 0.02 embedding (the 1/8 plateau), 1.000 at
+        step 300 with 1/sqrt(d_model); with the 0.02 embedding MAF (`demo`) and FMAF learned (0.99 by step
+        150-300) while MFAF and MFMAF did not: the configs with an F or E between M and A stalled (on an H200
+        every conf/model config but `demo`). `init_std` set to a number brings the old scheme back
+        (normal(0, init_std) for every linear and embedding weight). Converted checkpoints load their weights
+        over whatever this draws."""
         if not isinstance(module, (nn.Linear, nn.Embedding)) or getattr(module.weight, "_no_generic_init", False):
             return
         weight = module.weight
         if self.init_std is not None:
             nn.init.normal_(weight, std=self.init_std)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(weight, std=0.02)
+        elif isinstance(module, nn.Embedding):  # 0.02 drowned the tokens in the stream (docstring)
+            nn.init.normal_(weight, std=module.embedding_dim ** -0.5)
         elif weight is self.embedding.weight:  # the tied LM head: already drawn as the embedding
             return
         else:
