@@ -300,7 +300,7 @@ class CorpusConfig(TaskConfig):
         return ""
 
     def generate(self, *, seed: int, split: str, step: int, batch_size: int, length: int, **eval_kwargs):
-        """(inputs, targets) int64; split "train" (or "train.rank<k>"), "val" or "test".
+        """(inputs, targets) int64; split "train", "val" or "test".
 
         Training: [batch_size, length], windows drawn from (seed, split, step). Evaluation: batch_size windows
         of the longest evaluation length drawn from (0, split, step), each cut into longest // length
@@ -309,13 +309,12 @@ class CorpusConfig(TaskConfig):
         """
         check_unknown_kwargs(self.kind, eval_kwargs)
         check_batch_size(batch_size)
-        base = split.split(".")[0]
-        if base == "train":
+        if split == "train":
             part = self.splits()["train"]
             return sample_windows(part, rng_for(seed, split, step), batch_size, length, self.cross_documents)
-        if base not in ("val", "test"):
-            raise ValueError(f"split={split!r}; allowed: 'train' (or 'train.rank<k>'), 'val', 'test'")
-        part = self.splits()["validation" if base == "val" else "test"]
+        if split not in ("val", "test"):
+            raise ValueError(f"split={split!r}; allowed: 'train', 'val', 'test'")
+        part = self.splits()["validation" if split == "val" else "test"]
         longest = max([int(n) for n in self.eval_lengths] + [int(length)])
         inputs, targets = sample_windows(part, rng_for(0, split, step), batch_size, longest, self.cross_documents)
         rows = longest // length
