@@ -4,22 +4,17 @@
 `flash_attn` must be asked for by name and is an error naming the package when it is missing.
 """
 import importlib.util
+import logging
 
 import torch
 import torch.nn.functional as F
 
+from hybrid.kernels.backend_usage import BackendUsage
+
 BACKENDS = ("auto", "sdpa", "flash_attn")
-_used: set[str] = set()
-
-
-def backends_used() -> list[str]:
-    """The attention backends that have run since the last reset_backends_used() (for run records)."""
-    return sorted(_used)
-
-
-def reset_backends_used() -> None:
-    """Forget the backends seen so far: a run calls this when it starts, so its record lists only its own."""
-    _used.clear()
+_usage = BackendUsage("attention", logging.getLogger(__name__))
+backends_used = _usage.used  # the attention backends that ran since reset_backends_used() (run records)
+reset_backends_used = _usage.reset  # a run calls this when it starts, so its record lists only its own
 
 
 def attention(q, k, v, causal=True, backend="auto"):
@@ -41,11 +36,11 @@ def attention(q, k, v, causal=True, backend="auto"):
             raise ImportError("attention backend 'flash_attn' needs the flash-attn package: "
                               "pip install 'hybrid[flash]' (or pip install flash-attn)")
         from flash_attn import flash_attn_func
-        _used.add("flash_attn")
+        _usage.ran("flash_attn")
         # flash-attn wants [batch, L, heads, head_dim] and handles grouped heads itself
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal)
         return out.transpose(1, 2)
-    _used.add("sdpa")
+    _usage.ran("sdpa")
     if causal and k.shape[2] != q.shape[2]:
         # SDPA's is_causal aligns top-left; a chunk after a cached prefix needs bottom-right: PyTorch's CausalBias
         # runs that on the flash / memory-efficient kernels without a mask (on the CPU it builds one, Lq x Lk).
@@ -71,7 +66,7 @@ def attention_decode(q, k_cache, v_cache, length):
     n_kv, max_seqlen = k_cache.shape[1], k_cache.shape[2]
     if n_heads % n_kv:
         raise ValueError(f"n_heads={n_heads} is not a multiple of n_kv_heads={n_kv}")
-    _used.add("decode")
+    _usage.ran("decode")
     qg = q.view(batch, n_kv, n_heads // n_kv, head_dim).to(k_cache.dtype)  # [batch, kv, group, head_dim]
     scores = (qg @ k_cache.transpose(-1, -2)).float() * head_dim ** -0.5  # [batch, kv, group, max_seqlen]
     valid = torch.arange(max_seqlen, device=q.device) < length

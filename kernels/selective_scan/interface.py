@@ -17,21 +17,14 @@ import os
 
 import torch
 
+from hybrid.kernels.backend_usage import BackendUsage
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "reference", "sequential", "triton", "mamba_ssm")
-_used: set[str] = set()
-_logged: set[tuple[str, str]] = set()
-
-
-def backends_used() -> list[str]:
-    """The scan backends that have run since the last reset_backends_used() (for run records)."""
-    return sorted(_used)
-
-
-def reset_backends_used() -> None:
-    """Forget the backends seen so far: a run calls this when it starts, so its record lists only its own."""
-    _used.clear()
+_usage = BackendUsage("selective_scan", log)
+backends_used = _usage.used  # the scan backends that ran since reset_backends_used() (run records)
+reset_backends_used = _usage.reset  # a run calls this when it starts, so its record lists only its own
 
 
 def _triton_available(device: torch.device) -> bool:
@@ -47,9 +40,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         cuda_kernel = device.type == "cuda" and importlib.util.find_spec("triton") is not None
         choice = "triton" if cuda_kernel else "reference"
-        if (choice, device.type) not in _logged:
-            _logged.add((choice, device.type))
-            log.info("selective_scan backend=auto chose %r on %s", choice, device.type)
+        _usage.log_auto_choice(choice, device.type)
         return choice
     if backend == "mamba_ssm" and importlib.util.find_spec("mamba_ssm") is None:
         raise ImportError("selective_scan backend 'mamba_ssm' needs the mamba-ssm package: "
@@ -112,7 +103,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state)
     name = resolve_backend(backend, u.device)
-    _used.add(name)
+    _usage.ran(name)
     kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
                   return_last_state=return_last_state)
     if name == "sequential":

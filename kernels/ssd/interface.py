@@ -16,23 +16,15 @@ import os
 
 import torch
 
+from hybrid.kernels.backend_usage import BackendUsage
 from hybrid.kernels.ssd.reference import ssd_chunked, ssd_sequential
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "reference", "sequential", "triton", "mamba_ssm")
-_used: set[str] = set()
-_logged: set[tuple[str, str]] = set()
-
-
-def backends_used() -> list[str]:
-    """The SSD backends that have run since the last reset_backends_used() (for run records)."""
-    return sorted(_used)
-
-
-def reset_backends_used() -> None:
-    """Forget the backends seen so far: a run calls this when it starts, so its record lists only its own."""
-    _used.clear()
+_usage = BackendUsage("ssd", log)
+backends_used = _usage.used  # the SSD backends that ran since reset_backends_used() (run records)
+reset_backends_used = _usage.reset  # a run calls this when it starts, so its record lists only its own
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -41,9 +33,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"unknown ssd backend {backend!r}; allowed: {', '.join(BACKENDS)}")
     if backend == "auto":
         chosen = "triton" if device.type == "cuda" and importlib.util.find_spec("triton") is not None else "reference"
-        if (chosen, device.type) not in _logged:
-            _logged.add((chosen, device.type))
-            log.info("ssd backend=auto chose %r on %s", chosen, device.type)
+        _usage.log_auto_choice(chosen, device.type)
         return chosen
     if backend == "triton":
         if importlib.util.find_spec("triton") is None:
@@ -119,7 +109,7 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=Fa
     """
     check_inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_limit, initial_states)
     name = resolve_backend(backend, x.device)
-    _used.add(name)
+    _usage.ran(name)
     kwargs = dict(D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus, dt_limit=tuple(dt_limit),
                   initial_states=initial_states, return_final_states=return_final_states)
     if name == "sequential":

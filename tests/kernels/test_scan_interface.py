@@ -74,8 +74,8 @@ def test_triton_backend_on_cpu_tensors_says_so(monkeypatch):
 
 
 def test_auto_on_cpu_runs_reference_and_logs_it_once(monkeypatch, caplog):
-    monkeypatch.setattr(interface, "_logged", set())
-    monkeypatch.setattr(interface, "_used", set())
+    monkeypatch.setattr(interface._usage, "_logged", set())
+    monkeypatch.setattr(interface._usage, "_used", set())
     x = inputs()
     with caplog.at_level(logging.INFO, logger=interface.__name__):
         assert resolve_backend("auto", CPU) == "reference"
@@ -88,7 +88,7 @@ def test_auto_on_cpu_runs_reference_and_logs_it_once(monkeypatch, caplog):
 
 
 def test_auto_on_cuda_picks_triton_where_installed(monkeypatch):
-    monkeypatch.setattr(interface, "_logged", set())
+    monkeypatch.setattr(interface._usage, "_logged", set())
     real = interface.importlib.util.find_spec
     monkeypatch.setattr(interface.importlib.util, "find_spec", lambda name: object() if name == "triton" else real(name))
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
