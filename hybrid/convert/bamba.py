@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hybrid.convert.links import Link, rename, renames
-from hybrid.convert.mamba2 import mamba2_checks, time_step_limit
+from hybrid.convert.mamba2 import mamba2_checks, mixer_mlp_pairs_check, time_step_limit
 from hybrid.convert.specs import check_supported, exact_expand, require, uniform_spec
 from hybrid.model import HybridLM
 
@@ -81,12 +81,9 @@ def hf_config(model: HybridLM):
     from transformers import BambaConfig
     target = "transformers' BambaConfig"
     p = model.pattern
-    odd = [f"position {j} is {c!r}" for j, c in enumerate(p) if c not in ("SA" if j % 2 == 0 else "F")]
     s, a, f = (uniform_spec(model, k, target) for k in "SAF")
     check_supported([
-        (len(p) % 2 == 0 and not odd and s is not None,
-         f"pattern {p!r}: a Bamba layer is a mixer (S, or A) then an MLP (F)"
-         + (f"; {', '.join(odd)}" if odd else "") + ("; no Mamba-2 block" if s is None else "")),
+        mixer_mlp_pairs_check(p, s is not None, "Bamba"),
         *mamba2_checks(s, model.norm.eps),
         (a is None or (a["rope_base"] is not None and a["rope_fraction"] == ROPE_FRACTION),
          f"Bamba's attention rotates half of each head: set blocks.A.rope_fraction={ROPE_FRACTION} and a rope_base"),

@@ -75,6 +75,15 @@ def mamba2_checks(spec: dict | None, eps: float) -> list[tuple[bool, str]]:
     ]
 
 
+def mixer_mlp_pairs_check(pattern: str, has_mamba2: bool, family: str) -> tuple[bool, str]:
+    """(ok, message) for a `family` (Bamba, Granite) layer stack: every layer a mixer (S or A) then an MLP (F),
+    with at least one Mamba-2 block."""
+    odd = [f"position {j} is {c!r}" for j, c in enumerate(pattern) if c not in ("SA" if j % 2 == 0 else "F")]
+    return (len(pattern) % 2 == 0 and not odd and has_mamba2,
+            f"pattern {pattern!r}: a {family} layer is a mixer (S, or A) then an MLP (F)"
+            + (f"; {', '.join(odd)}" if odd else "") + ("" if has_mamba2 else "; no Mamba-2 block"))
+
+
 def hf_config(model: HybridLM):
     """A transformers Mamba2Config for `model`, or an error saying why the model does not fit one."""
     from transformers import Mamba2Config
