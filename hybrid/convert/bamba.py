@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hybrid.convert.links import Link, rename, renames
+from hybrid.convert.links import Link, lm_head_link, rename, renames
 from hybrid.convert.mamba2 import mamba2_checks, mixer_mlp_pairs_check, time_step_limit
 from hybrid.convert.specs import check_supported, exact_expand, require, uniform_spec
 from hybrid.model import HybridLM
@@ -64,8 +64,7 @@ def links(model: HybridLM, source_keys=None) -> tuple[list[Link], set[str]]:
     keys = list(model.state_dict(keep_vars=True))
     out = [rename("embedding.weight", "model.embed_tokens.weight"),
            rename("norm.weight", "model.final_layernorm.weight")]
-    out.append(rename("embedding.weight", "lm_head.weight", tied=True) if model.lm_head.weight is
-               model.embedding.weight else rename("lm_head.weight", "lm_head.weight"))
+    out.append(lm_head_link(model.lm_head.weight is model.embedding.weight))
     for i in range(len(model.pattern) // 2):
         mixer, ff, theirs = 2 * i, 2 * i + 1, f"model.layers.{i}."
         out.append(rename(f"layers.{mixer}.norm.weight", theirs + "input_layernorm.weight"))

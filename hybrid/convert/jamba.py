@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hybrid import layout as layouts
-from hybrid.convert.links import Link, rename, renames, stacked, stacked_pairs
+from hybrid.convert.links import Link, lm_head_link, rename, renames, stacked, stacked_pairs
 from hybrid.convert.specs import UnsupportedConfig, check_supported, exact_expand, require, uniform_spec
 from hybrid.model import HybridLM
 
@@ -72,8 +72,7 @@ def links(model: HybridLM, source_keys=None) -> tuple[list[Link], set[str]]:
     keys = list(model.state_dict(keep_vars=True))
     out = [rename("embedding.weight", "model.embed_tokens.weight"),
            rename("norm.weight", "model.final_layernorm.weight")]
-    out.append(rename("embedding.weight", "lm_head.weight", tied=True) if model.lm_head.weight is
-               model.embedding.weight else rename("lm_head.weight", "lm_head.weight"))
+    out.append(lm_head_link(model.lm_head.weight is model.embedding.weight))
     for i in range(len(model.pattern) // 2):
         mixer, ff = 2 * i, 2 * i + 1
         theirs = f"model.layers.{i}."

@@ -52,6 +52,13 @@ def rename(ours: str, theirs: str, tied: bool = False) -> Link:
     return Link((ours,), (theirs,), tied=tied)
 
 
+def lm_head_link(tied: bool) -> Link:
+    """The LM head: theirs `lm_head.weight`, ours the embedding when the two are tied, else our own head."""
+    if tied:
+        return rename("embedding.weight", "lm_head.weight", tied=True)
+    return rename("lm_head.weight", "lm_head.weight")
+
+
 def renames(our_keys: Iterable[str], our_prefix: str, their_prefix: str) -> list[Link]:
     """One rename per key of ours under `our_prefix`: `our_prefix + rest` <-> `their_prefix + rest`."""
     return [rename(k, their_prefix + k[len(our_prefix):]) for k in our_keys if k.startswith(our_prefix)]

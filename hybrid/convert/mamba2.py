@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hybrid.convert.links import Link, rename, renames
+from hybrid.convert.links import Link, lm_head_link, rename, renames
 from hybrid.convert.specs import check_supported, exact_expand, require, uniform_spec
 from hybrid.model import HybridLM
 
@@ -55,8 +55,7 @@ def links(model: HybridLM, source_keys=None) -> tuple[list[Link], set[str]]:
     """The links of `model` (built from hybrid_args) to a Mamba2ForCausalLM state dict; no extras."""
     keys = list(model.state_dict(keep_vars=True))
     out = [rename("embedding.weight", "backbone.embeddings.weight"), rename("norm.weight", "backbone.norm_f.weight")]
-    out.append(rename("embedding.weight", "lm_head.weight", tied=True) if model.lm_head.weight is
-               model.embedding.weight else rename("lm_head.weight", "lm_head.weight"))
+    out.append(lm_head_link(model.lm_head.weight is model.embedding.weight))
     for i in range(len(model.pattern)):
         out.append(rename(f"layers.{i}.norm.weight", f"backbone.layers.{i}.norm.weight"))
         out += renames(keys, f"layers.{i}.mixer.", f"backbone.layers.{i}.mixer.")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hybrid.convert.links import Link, concat_rows, rename, renames
+from hybrid.convert.links import Link, concat_rows, lm_head_link, rename, renames
 from hybrid.convert.specs import check_supported, exact_expand, require
 from hybrid.model import HybridLM
 
@@ -122,8 +122,7 @@ def links(model: HybridLM, source_keys=None) -> tuple[list[Link], set[str]]:
     """The links of `model` (built from hybrid_args) to a MambaLMHeadModel state dict."""
     keys = list(model.state_dict(keep_vars=True))
     out = [rename("embedding.weight", "backbone.embedding.weight"), rename("norm.weight", "backbone.norm_f.weight")]
-    out.append(rename("embedding.weight", "lm_head.weight", tied=True) if model.lm_head.weight is
-               model.embedding.weight else rename("lm_head.weight", "lm_head.weight"))
+    out.append(lm_head_link(model.lm_head.weight is model.embedding.weight))
     per_layer = 2 if "F" in model.pattern else 1
     for i in range(len(model.pattern) // per_layer):
         j, theirs = per_layer * i, f"backbone.layers.{i}."

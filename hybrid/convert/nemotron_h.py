@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hybrid import layout as layouts
-from hybrid.convert.links import Link, rename, renames
+from hybrid.convert.links import Link, lm_head_link, rename, renames
 from hybrid.convert.mamba2 import mamba2_checks
 from hybrid.convert.specs import UnsupportedConfig, check_supported, exact_expand, require, uniform_spec
 from hybrid.model import HybridLM
@@ -89,8 +89,7 @@ def links(model: HybridLM, source_keys=None) -> tuple[list[Link], set[str]]:
     keys = list(model.state_dict(keep_vars=True))
     body = "backbone." if source_keys is not None and "backbone.embeddings.weight" in source_keys else "model."
     out = [rename("embedding.weight", body + "embeddings.weight"), rename("norm.weight", body + "norm_f.weight")]
-    out.append(rename("embedding.weight", "lm_head.weight", tied=True) if model.lm_head.weight is
-               model.embedding.weight else rename("lm_head.weight", "lm_head.weight"))
+    out.append(lm_head_link(model.lm_head.weight is model.embedding.weight))
     for i in range(len(model.pattern)):
         out.append(rename(f"layers.{i}.norm.weight", f"{body}layers.{i}.norm.weight"))
         out += renames(keys, f"layers.{i}.mixer.", f"{body}layers.{i}.mixer.")
