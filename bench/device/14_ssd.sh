@@ -17,8 +17,10 @@ echo '__version__ = "2.3.2.post1"' > /tmp/m2stub/mamba_ssm/__init__.py
 export PYTHONPATH=$PYTHONPATH:/tmp/m2stub
 python3 -c "from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined" 2>&1 | tail -1 > "$OUT/mamba_ssm_import.txt"
 
-timeout 80 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_ssd.py tests/test_mamba2.py \
-  $(ls tests/kernels/test_triton_ssd.py 2>/dev/null) > "$OUT/tests.log" 2>&1
+if [ "${SSD_TESTS:-1}" = 1 ]; then  # SSD_TESTS=0 skips step 1 (a call that ran them already)
+  timeout 80 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_ssd.py tests/test_mamba2.py \
+    $(ls tests/kernels/test_triton_ssd.py 2>/dev/null) > "$OUT/tests.log" 2>&1
+fi
 
 timeout 40 python3 - > "$OUT/check_vs_mamba_ssm.txt" 2>&1 <<'PY'
 import torch
@@ -83,4 +85,6 @@ echo "== mamba-ssm import: $(cat "$OUT/mamba_ssm_import.txt")"
 echo "== tests: $(tail -1 "$OUT/tests.log")"
 echo "== ours vs mamba-ssm:"; tail -6 "$OUT/check_vs_mamba_ssm.txt"
 echo "== S block vs mamba-ssm Mamba2:"; tail -6 "$OUT/block_vs_mamba_ssm.txt"
-echo "== ssd bench:"; grep -v "^  L=" "$OUT/bench.log" | tail -45
+echo "== ssd bench:"
+if grep -q " rows in " "$OUT/bench.log"; then grep -v "^  L=" "$OUT/bench.log" | tail -45
+else echo "(cut short by its 110 s limit; the rows measured so far are in ssd_cuda_h200.json)"; tail -30 "$OUT/bench.log"; fi

@@ -10,8 +10,11 @@ Mamba-2's SSD side by side in one process, forward ("fwd", inputs requiring grad
     attention        SDPA causal attention of the same width (heads of 128)
 
 CUDA: batch 8, 32 heads x 64 = 2048 channels, N 128, one group, chunk 256, bf16, L in 1K, 4K, 16K, 64K (the
-reference up to 4K); timings from triton.testing.do_bench. CPU: batch 1, 4 heads x 64 = 256 channels, N 64,
-chunk 64, fp32, L in 64, 256, 1024, timings the median of perf_counter repeats on one thread (--threads).
+reference up to 4K; SDPA up to 16K: its causal L^2 work at 64K, about 2 s per fwd+bwd call, would take some 40 s of
+do_bench for its two backends, more than the run's budget); timings from triton.testing.do_bench. Lengths run in
+increasing order and the rows are written after each measurement, so a run cut short keeps what it measured.
+CPU: batch 1, 4 heads x 64 = 256 channels, N 64, chunk 64, fp32, L in 64, 256, 1024, timings the median of
+perf_counter repeats on one thread (--threads).
 Rows are long-format JSON (hybrid/bench/harness.py): op, provider, mode, L, median_ms, p20_ms, p80_ms,
 first_call_ms, peak_mem_bytes, device, versions, commit.
 """
@@ -28,9 +31,9 @@ from hybrid.bench.scan import attention_inputs, attention_providers
 
 SHAPES = {
     "cuda": dict(batch=8, heads=32, head_dim=64, N=128, chunk=256, dtype=torch.bfloat16, mamba1_N=16,
-                 attn_head_dim=128, lengths=(1024, 4096, 16384, 65536), reference_max_L=4096),
+                 attn_head_dim=128, lengths=(1024, 4096, 16384, 65536), reference_max_L=4096, attention_max_L=16384),
     "cpu": dict(batch=1, heads=4, head_dim=64, N=64, chunk=64, dtype=torch.float32, mamba1_N=16,
-                attn_head_dim=128, lengths=(64, 256, 1024), reference_max_L=1024),
+                attn_head_dim=128, lengths=(64, 256, 1024), reference_max_L=1024, attention_max_L=65536),
 }
 MODES = ("fwd", "fwd+bwd")
 
@@ -77,7 +80,8 @@ def ssd_providers(device: str, chunk: int) -> dict:
     return out
 
 
-def run(device, lengths, shape) -> list[dict]:
+def run(device, lengths, shape, save=lambda rows: None) -> list[dict]:
+    """All rows, lengths in increasing order; save(rows) after each measurement."""
     batch, heads, hd, N, dtype = shape["batch"], shape["heads"], shape["head_dim"], shape["N"], shape["dtype"]
     dim = heads * hd
     from hybrid.kernels.selective_scan import selective_scan
@@ -86,9 +90,10 @@ def run(device, lengths, shape) -> list[dict]:
     def record(op, name, fn, inputs, L):
         for mode in MODES:
             rows.append(dict(op=op, provider=name, mode=mode, L=L, **safe_measure(fn, inputs, mode, device)))
+            save(rows)
             print(f"  L={L} {name} {mode}: {rows[-1]['median_ms']} ms", file=sys.stderr, flush=True)
 
-    for L in lengths:
+    for L in sorted(lengths):
         x = ssd_inputs(batch, L, heads, hd, N, dtype, device)
         for name, fn in ssd_providers(device, shape["chunk"]).items():
             if name == "ours:reference" and L > shape["reference_max_L"]:
@@ -99,6 +104,10 @@ def run(device, lengths, shape) -> list[dict]:
         record("scan", f"scan:mamba1 N={shape['mamba1_N']}",
                lambda t: selective_scan(**t, delta_softplus=True), m1, L)
         del m1
+        if L > shape["attention_max_L"]:
+            print(f"  L={L} attention: skipped (L > {shape['attention_max_L']}, see the module docstring)",
+                  file=sys.stderr, flush=True)
+            continue
         a = attention_inputs(batch, dim, L, shape["attn_head_dim"], dtype, device)
         for name, fn in attention_providers(device).items():
             record("attention", f"{name} {dim // shape['attn_head_dim']}x{shape['attn_head_dim']}", fn, a, L)
@@ -132,9 +141,10 @@ def main(argv=None) -> int:
     env = environment(args.device)
     env["mamba_ssm_installed"] = importlib.util.find_spec("mamba_ssm") is not None
     t0 = time.perf_counter()
-    rows = run(args.device, args.lengths or shape["lengths"], shape)
-    print_table(rows)
     shape_json = {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()}
+    rows = run(args.device, args.lengths or shape["lengths"], shape,
+               save=lambda rows: write_rows(out, "ssd", env, rows, quiet=True, shape=shape_json))
+    print_table(rows)
     write_rows(out, "ssd", env, rows, shape=shape_json)
     print(f"{args.device}: {env['device']}; {len(rows)} rows in {time.perf_counter() - t0:.1f} s")
     return 0
