@@ -13,6 +13,7 @@ The recurrence, per head, with the state h_t [p, n]:
     dt_t = clamp(softplus(dt_t + dt_bias), *dt_limit)
     h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T        y_t = h_t C_t + D x_t        y_t *= silu(z_t)
 """
+import functools
 import math
 
 import torch
@@ -77,12 +78,33 @@ def _chunks(t, Q):
     return t.reshape(t.shape[0], -1, Q, *t.shape[2:])
 
 
+@functools.lru_cache(maxsize=16)
+def _masks(Q: int, device: torch.device):
+    """(causal [Q, Q] i >= j, strict [Q, Q] i > j) boolean masks, built once per chunk size and device."""
+    causal = torch.ones(Q, Q, dtype=torch.bool, device=device).tril()
+    return causal, causal.tril(-1)
+
+
+def segment_sums(da, Q):
+    """seg [..., Q, Q]: seg[i, j] = da_{j+1} + ... + da_i for i >= j (0 on the diagonal), -inf above it.
+
+    da [..., Q]: the log decay of each step. Each entry is summed over its own segment (a cumsum of the masked
+    [Q, Q] matrix), never as a difference of two prefix sums: those lose about eps * |prefix| of precision, and
+    through autograd their gradients cancel (the diagonal adds and subtracts the same large terms), which made dA
+    wrong with large dt |A| (kernels/ssd/README). exp(seg) never sees a positive argument when da <= 0."""
+    causal, strict = _masks(Q, da.device)
+    seg = da[..., :, None].masked_fill(~strict, 0.0).cumsum(-2)
+    return seg.masked_fill(~causal, -math.inf)
+
+
 def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
                 dt_limit=(0.0, math.inf), initial_states=None, return_final_states=False):
     """The SSD of `ssd_sequential` in the chunked matrix form (chunks of `chunk_size` steps), through autograd.
 
     Padding past L has dt = 0 (after softplus), so it neither decays nor feeds the state: the final state is
-    the state at step L. Returns y [b, L, h, p] in x's dtype (and the final state [b, h, p, n], fp32 or fp64).
+    the state at step L. The state hand-offs run only where a state exists (an initial state, more than one chunk,
+    or return_final_states): a sequence of one chunk from zero needs none. Returns y [b, L, h, p] in x's dtype
+    (and the final state [b, h, p, n], fp32 or fp64).
     """
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     batch, L, heads, head_dim = x.shape
@@ -90,32 +112,32 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_sof
     r = heads // groups  # heads per group: head index = group * r + j
     Q = min(chunk_size, 1 << (L - 1).bit_length())  # a sequence shorter than a chunk: one chunk of its own size
     xs = x.to(acc)
-    dts = process_dt(dt, dt_bias, dt_softplus, dt_limit, acc)
-    xc = _chunks(xs, Q).unflatten(3, (groups, r))  # [b, c, Q, g, r, p]
-    dtc = _chunks(dts, Q).unflatten(3, (groups, r))  # [b, c, Q, g, r]
+    dts = process_dt(dt, dt_bias, dt_softplus, dt_limit, acc)  # [b, L, h]
+    xdt = _chunks(xs * dts[..., None], Q).unflatten(3, (groups, r))  # [b, c, Q, g, r, p]: dt_j x_j
     Bc, Cc = _chunks(B.to(acc), Q), _chunks(C.to(acc), Q)  # [b, c, Q, g, n]
-    a_cum = torch.cumsum(dtc * A.to(acc).view(groups, r), dim=2)  # [b, c, Q, g, r]: log decay from chunk start
-    a_cum = a_cum.permute(0, 1, 3, 4, 2)  # [b, c, g, r, Q]
-    # intra-chunk: y_i = sum_{j <= i} (C_i . B_j) exp(a_i - a_j) dt_j x_j
-    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
-    seg = (a_cum[..., :, None] - a_cum[..., None, :]).masked_fill(~causal, -math.inf).exp()  # [b,c,g,r,Q,Q]
+    da = _chunks(dts * A.to(acc), Q).unflatten(3, (groups, r)).permute(0, 1, 3, 4, 2)  # [b, c, g, r, Q]
+    decay = segment_sums(da, Q).exp()  # [b, c, g, r, Qi, Qj]: exp(da_{j+1} + ... + da_i), 0 for j > i
+    # intra-chunk: y_i = sum_{j <= i} (C_i . B_j) decay_ij dt_j x_j
     CB = torch.einsum("bcign,bcjgn->bcgij", Cc, Bc)  # [b, c, g, Q, Q]
-    weights = CB[:, :, :, None] * seg * dtc.permute(0, 1, 3, 4, 2)[..., None, :]  # [b, c, g, r, Qi, Qj]
-    y = torch.einsum("bcgrij,bcjgrp->bcigrp", weights, xc)
-    # the state each chunk adds, as seen at its end: sum_j exp(a_last - a_j) dt_j x_j B_j^T
-    to_end = torch.exp(a_cum[..., -1:] - a_cum) * dtc.permute(0, 1, 3, 4, 2)  # [b, c, g, r, Q]
-    added = torch.einsum("bcgrj,bcjgrp,bcjgn->bcgrpn", to_end, xc, Bc)  # [b, c, g, r, p, n]
-    # inter-chunk: the state entering each chunk, one hand-off per chunk
-    chunk_decay = torch.exp(a_cum[..., -1])  # [b, c, g, r]
-    state = (initial_states.to(acc).view(batch, groups, r, head_dim, N) if initial_states is not None
-             else xs.new_zeros(batch, groups, r, head_dim, N))
-    entering = []
-    for c in range(xc.shape[1]):
-        entering.append(state)
-        state = chunk_decay[:, c, :, :, None, None] * state + added[:, c]
-    entering = torch.stack(entering, dim=1)  # [b, c, g, r, p, n]
-    # what the entering state contributes: exp(a_i) C_i h
-    y = y + torch.einsum("bcign,bcgrpn,bcgri->bcigrp", Cc, entering, torch.exp(a_cum))
+    y = torch.einsum("bcgrij,bcjgrp->bcigrp", CB[:, :, :, None] * decay, xdt)  # [b, c, Q, g, r, p]
+    n_chunks = y.shape[1]
+    state = None if initial_states is None else initial_states.to(acc).view(batch, groups, r, head_dim, N)
+    if n_chunks > 1 or state is not None or return_final_states:
+        # the state each chunk adds, as seen at its end: sum_j decay_{last, j} dt_j x_j B_j^T
+        added = torch.einsum("bcjgrp,bcjgn->bcgrpn", xdt * decay[..., -1, :].permute(0, 1, 4, 2, 3)[..., None],
+                             Bc)  # [b, c, g, r, p, n]
+        a_in = da.cumsum(-1)  # [b, c, g, r, Q]: log decay from the chunk's start through step i
+        chunk_decay = a_in[..., -1].exp()  # [b, c, g, r]
+        entering = []  # the state entering each chunk (None: zero)
+        for c in range(n_chunks):
+            entering.append(state)
+            state = added[:, c] if state is None else chunk_decay[:, c, :, :, None, None] * state + added[:, c]
+        first = 0 if entering[0] is not None else 1  # a zero state contributes nothing
+        if first < n_chunks:  # what the entering state contributes: exp(a_in_i) C_i h
+            h_in = torch.stack(entering[first:], dim=1)  # [b, c', g, r, p, n]
+            from_state = torch.einsum("bcign,bcgrpn->bcigrp", Cc[:, first:], h_in) \
+                * a_in[:, first:].exp().permute(0, 1, 4, 2, 3)[..., None]
+            y = torch.cat([y[:, :first], y[:, first:] + from_state], dim=1) if first else y + from_state
     y = y.reshape(batch, -1, heads, head_dim)[:, :L]
     y = _finish(y, xs, D, z, acc).to(x.dtype)
     if return_final_states:
