@@ -80,9 +80,9 @@ def _chunks(t, Q):
 
 @functools.lru_cache(maxsize=16)
 def _masks(Q: int, device: torch.device):
-    """(causal [Q, Q] i >= j, strict [Q, Q] i > j) boolean masks, built once per chunk size and device."""
-    causal = torch.ones(Q, Q, dtype=torch.bool, device=device).tril()
-    return causal, causal.tril(-1)
+    """(above [Q, Q] j > i, on_or_above [Q, Q] j >= i) boolean masks, built once per chunk size and device."""
+    above = torch.ones(Q, Q, dtype=torch.bool, device=device).triu(1)
+    return above, above.logical_or(torch.eye(Q, dtype=torch.bool, device=device))
 
 
 def segment_sums(da, Q):
@@ -92,9 +92,9 @@ def segment_sums(da, Q):
     [Q, Q] matrix), never as a difference of two prefix sums: those lose about eps * |prefix| of precision, and
     through autograd their gradients cancel (the diagonal adds and subtracts the same large terms), which made dA
     wrong with large dt |A| (kernels/ssd/README). exp(seg) never sees a positive argument when da <= 0."""
-    causal, strict = _masks(Q, da.device)
-    seg = da[..., :, None].masked_fill(~strict, 0.0).cumsum(-2)
-    return seg.masked_fill(~causal, -math.inf)
+    above, on_or_above = _masks(Q, da.device)
+    seg = da[..., :, None].masked_fill(on_or_above, 0.0).cumsum(-2)
+    return seg.masked_fill(above, -math.inf)
 
 
 def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
