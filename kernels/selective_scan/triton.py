@@ -23,13 +23,18 @@ from hybrid.kernels.selective_scan.triton_kernels import (  # noqa: F401 - exp_t
     _sum_partials_kernel,
     exp_throughput_kernel,
 )
+from hybrid.kernels.selective_scan.triton_bwd_rolled import _bwd_rolled_kernel
 
 # Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
 # channels per program; *_warps: warps per program; bwd_segments: backward launches along the sequence (each holds
 # the dB/dC partials of its segment only: peak memory); bwd_half_partials: 1 keeps the dB/dC partials of 16-bit B/C in
-# their dtype (half the memory, no layout conversion per state; compiled here, not yet timed), 0 in fp32. Defaults: the fastest of the H100 sweep
-# (bench/results/scan_h100_notes.md), forward and backward timed apart.
-CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0)
+# their dtype (half the memory, no layout conversion per state; compiled here, not yet timed), 0 in fp32;
+# bwd_kernel: 0 the backward with per-state register tables and the states loop unrolled (triton_kernels.py), 1 the
+# rolled one (triton_bwd_rolled.py: per-state values in memory, fewer registers), unrolled bwd_unroll times;
+# bwd_maxnreg: 0, or a cap on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
+# Defaults: the fastest of the H100 sweep (bench/results/scan_h100_notes.md), forward and backward timed apart.
+CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0,
+              bwd_kernel=0, bwd_unroll=1, bwd_maxnreg=0)
 _KEYS = tuple(CONFIG)
 
 
@@ -126,7 +131,10 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
         c0 = s * seg_tiles
         count = min(n_tiles, c0 + seg_tiles) - c0
         dh0 = carry[s % 2]
-        _bwd_kernel[(batch, n_blk)](
+        kernel, extra = (_bwd_rolled_kernel, dict(UNROLL=c["bwd_unroll"])) if c["bwd_kernel"] else (_bwd_kernel, {})
+        if c["bwd_maxnreg"]:
+            extra["maxnreg"] = c["bwd_maxnreg"]
+        kernel[(batch, n_blk)](
             u, delta, A, B, C, D, zz, delta_bias, states, dy, g_in,
             du, ddelta, dz if z is not None else du, dA[s], dBp if B.dim() == 3 else dBp[s],
             dCp if C.dim() == 3 else dCp[s], dD[s] if D is not None else None,
@@ -135,7 +143,7 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
             *_bc_strides(C), N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3,
             C_SEL=C.dim() == 3, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             HAS_DLAST=g_in is not None, SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), HALF_PARTIALS=half,
-            num_warps=c["bwd_warps"])
+            num_warps=c["bwd_warps"], **extra)
         steps = slice(c0 * T, min(L, (c0 + count) * T))
         if B.dim() == 3:  # this segment's dB, dC: fixed-order sums of the partials (deterministic)
             _sum_partials(dBp, dB[..., steps])
@@ -228,9 +236,12 @@ def make_cfg(chunk_size=None, config=None) -> list[int]:
     if chunk_size is not None:
         c["chunk"] = chunk_size
     for k, v in c.items():
-        if k == "bwd_half_partials":
+        if k in ("bwd_half_partials", "bwd_kernel"):
             if v not in (0, 1):
-                raise ValueError(f"selective_scan_triton: bwd_half_partials={v}; allowed: 0 or 1")
+                raise ValueError(f"selective_scan_triton: {k}={v}; allowed: 0 or 1")
+        elif k == "bwd_maxnreg":
+            if v != 0 and not 24 <= v <= 255:
+                raise ValueError(f"selective_scan_triton: bwd_maxnreg={v}; allowed: 0 (no cap) or 24..255")
         elif v < 1 or v & (v - 1):
             raise ValueError(f"selective_scan_triton: {'chunk_size' if k == 'chunk' else k}={v}; "
                              f"allowed: a power of two")

@@ -168,7 +168,9 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
     tl.store(last_ptr + s_off, h_all, mask=s_mask)
 
 
-@triton.jit
+# c_start, c_count, n_tiles change with L and the segment; the code needs nothing from their values (tile starts are
+# multiples of T), so they are not specialised on: one compilation serves every L and segment
+@triton.jit(do_not_specialize=["n_tiles", "c_start", "c_count"])
 def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dy_ptr, dlast_ptr,
                 du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr, dh0_ptr,
                 L, dim, n_tiles, c_start, c_count, p_len,

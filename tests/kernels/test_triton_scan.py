@@ -249,6 +249,9 @@ def test_no_grad_saves_nothing_and_matches():
     (dict(config=dict(fwd_block_d=6)), "fwd_block_d=6"),
     (dict(config=dict(block_d=32)), "unknown config keys"),
     (dict(config=dict(bwd_half_partials=2)), "bwd_half_partials=2"),
+    (dict(config=dict(bwd_kernel=2)), "bwd_kernel=2"),
+    (dict(config=dict(bwd_unroll=3)), "bwd_unroll=3"),
+    (dict(config=dict(bwd_maxnreg=300)), "bwd_maxnreg=300"),
 ])
 def test_bad_inputs(bad, match):
     args = dict(u=torch.randn(2, 5, 8), delta=torch.randn(2, 5, 8), A=-torch.rand(5, 3), B=torch.randn(2, 3, 8),
@@ -301,3 +304,44 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(out, out_e)
     for g, ge in zip(grads, grads_e):
         torch.testing.assert_close(g, ge)
+
+
+ROLLED = dict(SMALL, bwd_kernel=1)
+
+
+@pytest.mark.parametrize("case", ["b2-d5-L63-N16", "b3-d5-L1-N3"])
+@pytest.mark.parametrize("unroll", [1, 4])
+def test_rolled_backward(case, unroll):
+    """bwd_kernel=1 (states loop rolled, per-state carries in memory), unrolled 1 or 4 times (N 3: a remainder)."""
+    batch, dim, L, N, chunk = CASES[case]
+    check(batch, dim, L, N, torch.float32, chunk, dict(ROLLED, bwd_unroll=unroll))
+
+
+@pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False)], ids=["ltiB", "ltiC"])
+def test_rolled_lti(b_sel, c_sel):
+    check(2, 5, 37, 4, torch.float32, 8, ROLLED, b_sel=b_sel, c_sel=c_sel)
+
+
+def test_rolled_no_optional_inputs_and_tiles():
+    """No D, z, bias, initial state; 2 channels over 4 warps (warps share a channel's steps); L 300 over segments."""
+    check(1, 5, 37, 8, torch.float32, 8, ROLLED, softplus=False, D=False, z=False, bias=False, h0=False)
+    check(2, 11, 300, 5, torch.float32, 32, dict(ROLLED, bwd_block_d=2, bwd_warps=4))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "block"])
+def test_rolled_layouts_half(layout):
+    """Strided views (L 63), and bf16 with 16-bit partials."""
+    check(2, 5, 63, 3, torch.float32, 16, ROLLED, layout=LAYOUTS[layout])
+    check(2, 11, 63, 16, torch.bfloat16, 16, dict(ROLLED, bwd_half_partials=1))
+
+
+def test_rolled_deterministic_and_equal_to_tables():
+    """Two rolled backward passes are bitwise identical and equal the table kernel's up to rounding."""
+    inp = make_inputs(2, 8, 40, 16, torch.float32)
+    gy, glast = torch.randn(2, 8, 40, device=DEVICE), torch.randn(2, 8, 16, device=DEVICE)
+    _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
+    _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
+    _, _, g0 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=SMALL)
+    for k in g1:
+        assert torch.equal(g1[k], g2[k]), k
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-6)
