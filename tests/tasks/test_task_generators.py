@@ -17,8 +17,8 @@ EXAMPLES = {
     "selective_copying": (selective_copying, SelectiveCopyingConfig(num_data_tokens=3), {"length": 12},
                           [0, 0, 13, 0, 5, 0, 8, 0, 0, 1, 1, 1], [I] * 9 + [13, 5, 8]),
     "mqar": (mqar, MQARConfig(vocab_size=16, num_kv_pairs=3), {"length": 16},
-             [7, 15, 5, 13, 2, 9, 5, 8, 7, 8, 15, 15, 14, 14, 2, 1],
-             [I] * 6 + [13, I, 15] + [I] * 5 + [9, I]),
+             [6, 14, 3, 8, 4, 10, 3, 0, 0, 0, 0, 0, 6, 0, 4, 0],
+             [I] * 6 + [8] + [I] * 5 + [14, I, 10, I]),
     "niah": (niah, NIAHConfig(vocab_size=16), {"length": 12, "depth": 50},
              [1, 8, 4, 12, 5, 9, 7, 10, 2, 14, 0, 5], [I] * 11 + [9]),
 }
@@ -28,6 +28,7 @@ CONFIGS = {
     "induction_heads": (InductionHeadsConfig(), 37),
     "selective_copying": (SelectiveCopyingConfig(num_data_tokens=5), 33),
     "mqar": (MQARConfig(vocab_size=32, num_kv_pairs=6, power_a=0.5), 63),
+    "mqar_random": (MQARConfig(vocab_size=32, num_kv_pairs=6, power_a=0.5, filler="random"), 63),
     "niah_kv": (NIAHConfig(vocab_size=20), 41),
     "niah_random": (NIAHConfig(vocab_size=20, haystack="random"), 41),
 }
@@ -109,7 +110,7 @@ def test_mqar_target_is_the_value_paired_earlier():
     x, y = draw(cfg, 70, batch_size=32)
     k = 7
     keys, values = x[:, 0:2 * k:2], x[:, 1:2 * k:2]
-    assert (keys < 20).all() and (values >= 20).all()
+    assert (keys >= 1).all() and (keys < 20).all() and (values >= 20).all()
     assert (y[:, :2 * k] == I).all()
     for row in range(32):
         pairs = dict(zip(keys[row].tolist(), values[row].tolist()))
@@ -136,8 +137,32 @@ def test_mqar_eval_override_of_pairs():
     assert ((y != I).sum(1) == 12).all()
     _, y = draw(MQARConfig(vocab_size=64, num_kv_pairs=8), 16, num_kv_pairs=4)  # fits 4 pairs, not 8
     assert ((y != I).sum(1) == 4).all()
-    with pytest.raises(ValueError, match=r"vocab_size=64 .* >= 2 \* num_kv_pairs = 66"):
-        draw(MQARConfig(vocab_size=64, num_kv_pairs=4), 256, num_kv_pairs=33)
+    with pytest.raises(ValueError, match=r"vocab_size=64 .* >= 2 \* num_kv_pairs \+ 2 = 66"):
+        draw(MQARConfig(vocab_size=64, num_kv_pairs=4), 256, num_kv_pairs=32)
+    draw(MQARConfig(vocab_size=64, num_kv_pairs=4), 256, num_kv_pairs=31)  # keys 1..31: all of them
+
+
+@pytest.mark.parametrize("filler", ["pad", "random"])
+def test_mqar_each_key_occurs_only_as_its_pair_and_its_query(filler):
+    """Zoology's task: a key appears twice, in its pair and at its query, never among the filler (a filler
+    equal to a key would be a second occurrence for a lookup to find, followed by a wrong value). Under the
+    old generator (filler uniform over the whole vocabulary, keys included) about 1 filler in 8 was a key."""
+    k, length = 8, 128
+    x, y = draw(MQARConfig(vocab_size=64, num_kv_pairs=k, filler=filler), length, batch_size=64)
+    keys = x[:, 0:2 * k:2]  # [batch, k]
+    occurrences = (x[:, :, None] == keys[:, None, :]).sum(1)  # [batch, k]
+    assert (occurrences == 2).all()
+    rest = x[:, 2 * k:][y[:, 2 * k:] == I]  # every filler token of the batch
+    if filler == "pad":
+        assert (rest == 0).all()
+    else:  # uniform over what is allowed: the values and the keys not in use all appear, the filler 0 too
+        assert set(rest.tolist()) >= {0, *range(32, 64)} and len(set(rest.tolist())) > 40
+
+
+def test_mqar_default_task_is_zoologys():
+    """The default (conf/task/mqar.yaml's) filler is the pad token 0, as Zoology's Figure 2 (random_non_queries=False)."""
+    x, y = draw(MQARConfig(), 64, batch_size=8)
+    assert (x[:, 16:][y[:, 16:] == I] == 0).all() and (x[:, :16] != 0).all()
 
 
 @pytest.mark.parametrize("haystack", ["kv", "random"])
@@ -176,7 +201,8 @@ def test_niah_eval_grid_names():
     (SelectiveCopyingConfig(num_data_tokens=20, train_length=30), r"train_length: .*30.* >= 2 \* num_data_tokens = 40"),
     (SelectiveCopyingConfig(num_data_tokens=0), "num_data_tokens=0"),
     (MQARConfig(num_kv_pairs=8, train_length=31), r"length 31 .* >= 4 \* num_kv_pairs = 32"),
-    (MQARConfig(vocab_size=10, num_kv_pairs=8), r"vocab_size=10 .* >= 2 \* num_kv_pairs = 16"),
+    (MQARConfig(vocab_size=10, num_kv_pairs=8), r"vocab_size=10 .* >= 2 \* num_kv_pairs \+ 2 = 18"),
+    (MQARConfig(filler="noise"), "filler='noise'; allowed: pad, random"),
     (MQARConfig(power_a=0), "power_a=0"),
     (NIAHConfig(haystack="hay"), "haystack='hay'; allowed: kv, random"),
     (NIAHConfig(eval_depths=[50, 101]), "depth 101"),
