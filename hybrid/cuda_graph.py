@@ -5,8 +5,9 @@ A decode step is a few hundred small kernels whose launch cost, not their arithm
 shapes, the KV position a device tensor (blocks/attention.py), no host sync. The graph is captured for one cache
 (its tensors' addresses are baked in) and replayed with a new token copied into a static input buffer.
 
-The warm-up before capture runs real steps: the states it advances are snapshotted and put back (the Mamba states
-and the KV lengths; the KV entries it writes lie past the restored length, masked, and are overwritten later).
+The warm-up before capture runs real steps: the states it advances are snapshotted and put back (the Mamba states,
+their `empty` flags and the KV lengths; the KV entries it writes lie past the restored length, masked, and are
+overwritten later).
 """
 import torch
 
@@ -36,7 +37,7 @@ class GraphStep:
         device = next(model.parameters()).device
         self.tokens = torch.zeros(cache.batch_size, dtype=torch.long, device=device)
         saved = [t.clone() for t in _state_tensors(cache)]
-        seqlen = cache.seqlen
+        seqlen, empty = cache.seqlen, [(c, c.empty) for c in cache.layers if hasattr(c, "empty")]
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream), torch.no_grad():
@@ -49,6 +50,8 @@ class GraphStep:
         for t, s in zip(_state_tensors(cache), saved):
             t.copy_(s)
         cache.seqlen = seqlen
+        for c, was_empty in empty:
+            c.empty = was_empty
 
     def __call__(self, tokens: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
         if cache is not self.cache:

@@ -35,6 +35,8 @@ class InferenceCache:
             for t in vars(c).values() if c is not None else ():
                 if isinstance(t, torch.Tensor):
                     t.zero_()
+            if hasattr(c, "empty"):
+                c.empty = True
         self.seqlen = 0
 
     def nbytes(self) -> int:

@@ -93,7 +93,7 @@ class Mamba(nn.Module):
         return mamba_inference.step(self, x, cache)
 
     def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
-        if cache is not None:  # prefill: continue the sequence the cache holds (mamba_inference.py)
+        if cache is not None and not cache.empty:  # continue the sequence the cache holds (mamba_inference.py)
             return mamba_inference.prefill(self, x, cache)
         batch, L, _ = x.shape
         # Feature-major: every [batch, rows, L] tensor below is a view of [rows, batch * L] memory (steps contiguous:
@@ -104,6 +104,7 @@ class Mamba(nn.Module):
         if self.in_proj.bias is not None:
             xz = xz + self.in_proj.bias[:, None]
         u, z = (fm(xz[:self.d_inner]), fm(xz[self.d_inner:])) if self.gate else (fm(xz), None)
+        conv_input = u
         u = causal_conv1d(u, self.conv1d.weight[:, 0], self.conv1d.bias, "silu", backend=self.conv_backend)
         u_rows = u.transpose(0, 1).reshape(self.d_inner, batch * L)  # a view (u keeps the conv input's layout)
         A = -torch.exp(self.A_log.float())  # [d_inner, N]
@@ -121,8 +122,11 @@ class Mamba(nn.Module):
         else:
             delta = torch.zeros_like(u)  # softplus(0 + dt_bias): one dt per channel
             B, C, delta_bias = self.B, self.C, self.dt_bias.float()
-        y = selective_scan(u, delta, A, B, C, D=self.D.float(), z=z,
-                           delta_bias=delta_bias, delta_softplus=True, backend=self.scan_backend)
+        y = selective_scan(u, delta, A, B, C, D=self.D.float(), z=z, delta_bias=delta_bias, delta_softplus=True,
+                           return_last_state=cache is not None, backend=self.scan_backend)
+        if cache is not None:  # a prefill into an empty cache: this forward's layout, no history to prepend
+            y, last_state = y
+            mamba_inference.fill_empty(cache, conv_input, last_state)
         y_rows = y.transpose(0, 1).reshape(self.d_inner, batch * L)  # a view: y comes back in u's layout
         return F.linear(y_rows.T, self.out_proj.weight, self.out_proj.bias).view(batch, L, -1)
 

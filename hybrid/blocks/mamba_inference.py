@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MambaCache:
-    """conv_state [batch, d_inner, d_conv] (the weights' dtype); ssm_state [batch, d_inner, N] fp32."""
+    """conv_state [batch, d_inner, d_conv] (the weights' dtype); ssm_state [batch, d_inner, N] fp32.
+    empty: no token seen yet (both states zero), so a prefill may take the training forward's faster path."""
     conv_state: torch.Tensor
     ssm_state: torch.Tensor
+    empty: bool = True
 
 
 def allocate(mixer, batch_size: int, dtype=None, device=None) -> MambaCache:
@@ -58,8 +60,19 @@ def _split_gate(mixer, xz: torch.Tensor):
     return xz.chunk(2, dim=1) if mixer.gate else (xz, None)
 
 
+def fill_empty(cache: MambaCache, u: torch.Tensor, last_state: torch.Tensor) -> None:
+    """An empty cache after the training forward ran over a whole prompt: u [batch, d_inner, L] the conv's inputs,
+    last_state [batch, d_inner, N] the scan's final state."""
+    d_conv, L = cache.conv_state.shape[-1], u.shape[-1]
+    cache.conv_state.zero_()
+    cache.conv_state[..., max(d_conv - L, 0):] = u[..., -d_conv:]
+    cache.ssm_state.copy_(last_state)
+    cache.empty = False
+
+
 def prefill(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
-    """x [batch, L, d_model] continuing the sequence `cache` holds -> [batch, L, d_model]; cache updated in place."""
+    """x [batch, L, d_model] continuing the sequence `cache` holds -> [batch, L, d_model]; cache updated in place.
+    (An empty cache takes the training forward instead, mamba.py, which needs no history and no copies.)"""
     u, z = _split_gate(mixer, mixer.in_proj(x).transpose(1, 2))  # each [batch, d_inner, L]
     history = torch.cat([cache.conv_state[..., 1:].to(u.dtype), u], dim=-1)  # [batch, d_inner, d_conv - 1 + L]
     cache.conv_state.copy_(history[..., -mixer.d_conv:])
@@ -79,6 +92,7 @@ def prefill(mixer, x: torch.Tensor, cache: MambaCache) -> torch.Tensor:
                              delta_softplus=True, return_last_state=True, initial_state=cache.ssm_state,
                              backend=backend)
     cache.ssm_state.copy_(last)
+    cache.empty = False
     return mixer.out_proj(y.transpose(1, 2))
 
 
@@ -116,6 +130,7 @@ def step(mixer, x: torch.Tensor, cache: MambaCache, backend: str = "auto") -> to
     CUDA)."""
     if backend not in ("auto", "torch", "triton"):
         raise ValueError(f"unknown Mamba step backend {backend!r}; allowed: auto, torch, triton")
+    cache.empty = False
     if backend == "triton":
         return fused_step(mixer, x, cache)
     if backend == "auto" and x.device.type == "cuda" and fused_available(x.device) and fused_works(mixer, x, cache):
