@@ -8,18 +8,19 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from hybrid.records import git_state
+
 RESULTS = Path("bench/results")
 
 
 def environment(device: str) -> dict:
-    """Device name, package versions, git commit (with -dirty when hybrid/ or kernels/ have local edits), CPU count,
+    """Device name, package versions, git commit (with -dirty when tracked files have local edits), CPU count,
     torch threads and the 1-minute load: what a row needs to be compared with another."""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for pkg in ("triton", "mamba_ssm"):
@@ -34,9 +35,9 @@ def environment(device: str) -> dict:
         with open("/proc/cpuinfo") as f:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
                         platform.processor())
-    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, check=False).stdout.strip()
-    dirty = bool(git("status", "--porcelain", "--", "hybrid", "kernels"))
-    return {"device": name, "versions": versions, "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" * dirty),
+    state = git_state()  # HYBRID_GIT_COMMIT where a copied checkout's own .git is older (records.py)
+    commit = (state["commit"] or "unknown")[:7] + ("-dirty" if state["dirty"] else "")
+    return {"device": name, "versions": versions, "commit": commit,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0]}
 
 
