@@ -33,7 +33,8 @@ EVALUATION_ONLY = (
     "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
     "trainer.num_sanity_val_steps",
-    "trainer.limit_test_batches", "threads", "gpu_points", "lit.progress_every_s", "lit.finite_check_every",
+    "trainer.limit_test_batches", "threads", "gpu_points", "progress_bar_every", "lit.progress_every_s",
+    "lit.finite_check_every",
     "task.eval_lengths", "task.eval_depths", "task.eval_num_kv_pairs", "task.eval_chunk", "data.eval_batches",
     "data.eval_batch_size",
 )

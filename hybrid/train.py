@@ -22,7 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from hybrid import ranks, rundir, threads
@@ -54,6 +54,17 @@ def summary_table(metrics: dict, run_dir: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
+
+def progress_bar(cfg: DictConfig) -> list:
+    """The progress bar, refreshed every `progress_bar_every` steps: each refresh reads the logged metrics (a host
+    sync), which Lightning's default of every step pays on every step. [] when the bar is off."""
+    if not cfg.trainer.get("enable_progress_bar", True):
+        return []
+    every = int(cfg.get("progress_bar_every", 1))
+    if every < 1:
+        raise ValueError(f"progress_bar_every={every}; must be >= 1 (steps between progress-bar refreshes)")
+    return [TQDMProgressBar(refresh_rate=every)]
+
 def train(cfg: DictConfig) -> dict:
     """Train, evaluate and record one run. Returns the result (also written to run_dir/result.json)."""
     check_run(cfg)  # usage errors before anything is built or written
@@ -81,8 +92,8 @@ def train(cfg: DictConfig) -> dict:
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                      every_n_train_steps=cfg.checkpoint_every)
         loggers = [instantiate(c) for c in cfg.logger.values()]
-        trainer = instantiate(trainer_cfg, callbacks=[checkpoint, record], logger=loggers, default_root_dir=run_dir,
-                              plugins=[AtomicCheckpointIO()])
+        trainer = instantiate(trainer_cfg, callbacks=[checkpoint, record, *progress_bar(cfg)], logger=loggers,
+                              default_root_dir=run_dir, plugins=[AtomicCheckpointIO()])
         if resume_from:
             ranks.check_same_world(run_dir, trainer.world_size, force=cfg.get("resume") == "force")
             log.info("resuming from %s%s", resume_from, f" with changes {changes} (resume=force)" if changes else "")

@@ -103,3 +103,15 @@ def test_record_lists_only_the_backends_of_its_own_run(tmp_path):
     train(config(tmp_path, *TINY))
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["backends"]["selective_scan"] == ["reference"]
+
+
+def test_progress_bar_refreshes_every_so_many_steps(tmp_path):
+    """Each refresh reads the logged metrics (a host sync): the bar refreshes every progress_bar_every steps."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from hybrid.train import progress_bar
+    bars = progress_bar(config(tmp_path, "progress_bar_every=7"))
+    assert len(bars) == 1 and isinstance(bars[0], TQDMProgressBar) and bars[0].refresh_rate == 7
+    assert progress_bar(config(tmp_path, "trainer.enable_progress_bar=false")) == []
+    with pytest.raises(ValueError, match="progress_bar_every=0"):
+        progress_bar(config(tmp_path, "progress_bar_every=0"))
