@@ -31,10 +31,11 @@ from hybrid.kernels.selective_scan.triton_bwd_rolled import _bwd_rolled_kernel
 # their dtype (half the memory, no layout conversion per state; compiled here, not yet timed), 0 in fp32;
 # bwd_kernel: 0 the backward with per-state register tables and the states loop unrolled (triton_kernels.py), 1 the
 # rolled one (triton_bwd_rolled.py: per-state values in memory, fewer registers), unrolled bwd_unroll times;
-# bwd_maxnreg: 0, or a cap on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
+# bwd_prefetch (bwd_kernel=1): 1 issues each state's loads one state ahead; bwd_asm (bwd_kernel=1): inline PTX
+# where the default tile applies (see _bwd), 1: dB/dC channel sums, 2: the reverse scan, 3: both; bwd_maxnreg: 0, or a cap on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
 # Defaults: the fastest of the H100 sweep (bench/results/scan_h100_notes.md), forward and backward timed apart.
 CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0,
-              bwd_kernel=0, bwd_unroll=1, bwd_maxnreg=0)
+              bwd_kernel=0, bwd_unroll=1, bwd_prefetch=0, bwd_asm=0, bwd_maxnreg=0)
 _KEYS = tuple(CONFIG)
 
 
@@ -124,14 +125,22 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     dCp = torch.empty(batch, n_blk, N, seg_len, **part) if C.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
     dD = torch.empty(n_seg, batch, dim, **f32) if D is not None else None
     dbias = torch.empty(n_seg, batch, dim, **f32) if delta_bias is not None else None
-    carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]  # state gradients, double-buffered
+    carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]
+    # bwd_asm: inline PTX (1: dB/dC channel sums, 2: the state gradient's reverse scan, 3: both) that assumes the
+    # tile layout 16-bit loads with contiguous steps get on [8, 32] tiles and one warp; anywhere else Triton's code
+    seq = [t for t in (u, delta, z, dy, B, C) if t is not None and t.dim() == 3]
+    asm = bool(c["bwd_asm"] and _fast_exp(u) and (BD, T, c["bwd_warps"]) == (8, 32, 1)
+               and all(t.dtype in (torch.float16, torch.bfloat16) and t.stride(-1) == 1 for t in seq))  # state gradients, double-buffered
     zz = z if z is not None else u
     g_in = dlast
     for s in range(n_seg - 1, -1, -1):
         c0 = s * seg_tiles
         count = min(n_tiles, c0 + seg_tiles) - c0
         dh0 = carry[s % 2]
-        kernel, extra = (_bwd_rolled_kernel, dict(UNROLL=c["bwd_unroll"])) if c["bwd_kernel"] else (_bwd_kernel, {})
+        kernel, extra = ((_bwd_rolled_kernel, dict(UNROLL=c["bwd_unroll"], PREFETCH=bool(c["bwd_prefetch"]),
+                                                    ASM_SUM=asm and bool(c["bwd_asm"] & 1),
+                                                    ASM_SCAN=asm and bool(c["bwd_asm"] & 2)))
+                         if c["bwd_kernel"] else (_bwd_kernel, {}))
         if c["bwd_maxnreg"]:
             extra["maxnreg"] = c["bwd_maxnreg"]
         kernel[(batch, n_blk)](
@@ -236,7 +245,10 @@ def make_cfg(chunk_size=None, config=None) -> list[int]:
     if chunk_size is not None:
         c["chunk"] = chunk_size
     for k, v in c.items():
-        if k in ("bwd_half_partials", "bwd_kernel"):
+        if k == "bwd_asm":
+            if v not in (0, 1, 2, 3):
+                raise ValueError(f"selective_scan_triton: bwd_asm={v}; allowed: 0, 1, 2, 3")
+        elif k in ("bwd_half_partials", "bwd_kernel", "bwd_prefetch"):
             if v not in (0, 1):
                 raise ValueError(f"selective_scan_triton: {k}={v}; allowed: 0 or 1")
         elif k == "bwd_maxnreg":

@@ -30,6 +30,92 @@ from hybrid.kernels.selective_scan.triton_kernels import (
 )
 
 
+def _chan_sum_asm(store: str) -> str:
+    """PTX for _chan_sum_store: the thread's 8 values x ($8..$15, consecutive steps of one channel) summed over the 8
+    channels on lane bits 2..4 by halving exchanges (4 + 2 + 1 shuffles: each lane ends with the sum for one of its
+    steps, the step whose index in the thread equals its channel lane), stored at $16 with `store` (w: the f32 sum)."""
+    return ("{\n.reg .b32 ln, bt;\n.reg .pred q4, q3, q2;\n.reg .f32 k<4>, s<4>, r<4>, u<2>, t<2>, v, w;\n"
+            ".reg .b16 hw;\nmov.u32 ln, %laneid;\n"
+            "and.b32 bt, ln, 16; setp.ne.u32 q4, bt, 0;\nand.b32 bt, ln, 8; setp.ne.u32 q3, bt, 0;\n"
+            "and.b32 bt, ln, 4; setp.ne.u32 q2, bt, 0;\n"
+            + "".join(f"selp.f32 s{i}, ${8 + i}, ${12 + i}, q4; selp.f32 k{i}, ${12 + i}, ${8 + i}, q4;\n"
+                      f"shfl.sync.bfly.b32 r{i}, s{i}, 16, 31, -1; add.f32 k{i}, k{i}, r{i};\n" for i in range(4))
+            + "".join(f"selp.f32 t{j}, k{j}, k{j + 2}, q3; selp.f32 u{j}, k{j + 2}, k{j}, q3;\n"
+                      f"shfl.sync.bfly.b32 r{j}, t{j}, 8, 31, -1; add.f32 u{j}, u{j}, r{j};\n" for j in range(2))
+            + "selp.f32 v, u0, u1, q2; selp.f32 w, u1, u0, q2;\n"
+            "shfl.sync.bfly.b32 r0, v, 4, 31, -1; add.f32 w, w, r0;\n"
+            + store + "\n" + " ".join(f"mov.u32 ${i}, 0;" for i in range(8)) + "\n}")
+
+
+_ASM_F32 = tl.constexpr(_chan_sum_asm("st.global.f32 [$16], w;"))
+_ASM_BF16 = tl.constexpr(_chan_sum_asm("cvt.rn.bf16.f32 hw, w; st.global.b16 [$16], hw;"))
+_ASM_F16 = tl.constexpr(_chan_sum_asm("cvt.rn.f16.f32 hw, w; st.global.b16 [$16], hw;"))
+_ASM_ARGS = tl.constexpr(",".join(["=r"] * 8 + ["r"] * 8 + ["l"] * 8))
+
+
+@triton.jit
+def _chan_sum_store(row, x, T: tl.constexpr):
+    """row[t] = sum over the block's 8 channels of x [8, T] for the tile's T steps (row: the tile's first step), for
+    the layout a [8, 32] tile of 16-bit loads gets with one warp: 8 consecutive steps a thread, 4 lanes along the
+    steps, 8 along the channels (lane = 4 channel + step lane). One coalesced store of 32 steps, no layout conversion;
+    the launcher enables it only where that layout holds (bwd_asm=1; checked against the fp32 reference on the GPU)."""
+    tt = tl.arange(0, T)
+    cl = tl.arange(0, 8)
+    addr = (row + (tt // 8 * 8)[None, :] + cl[:, None]).to(tl.int64, bitcast=True)  # the step this lane keeps
+    if row.dtype.element_ty == tl.float32:
+        tl.inline_asm_elementwise(_ASM_F32, _ASM_ARGS, [x, addr], dtype=tl.int32, is_pure=False, pack=8)
+    elif row.dtype.element_ty == tl.bfloat16:
+        tl.inline_asm_elementwise(_ASM_BF16, _ASM_ARGS, [x, addr], dtype=tl.int32, is_pure=False, pack=8)
+    else:
+        tl.inline_asm_elementwise(_ASM_F16, _ASM_ARGS, [x, addr], dtype=tl.int32, is_pure=False, pack=8)
+
+
+def _rev_scan_asm() -> str:
+    """PTX for _rev_scan: g_t = cg_t + a_{t+1} g_{t+1} over the tile (0 past its end), a in $8..$15, cg in $16..$23,
+    g out in $0..$7, for 8 consecutive steps a thread and 4 step lanes (lane bits 0..1). In the thread: the local
+    suffix G_i (no input from later lanes) and the products P_i = a_{i+1}..a_7; across the 4 lanes: the maps
+    K -> a_0 G_0 + (a_0..a_7) K composed from the last lane down (shuffles down by 1, 2 within 4 lanes), then
+    K of the next lane in: g_i = G_i + P_i K. Five shuffles, where Triton's reverse scan moves every operand
+    across the lanes and back."""
+    cw = "0x1c1f"  # shfl.down within segments of 4 lanes
+    lines = ["{", ".reg .f32 G<8>, P<8>, al, be, al2, be2, X;", ".reg .pred ok;", "mov.f32 G7, $23;"]
+    lines += [f"fma.rn.f32 G{i}, ${9 + i}, G{i + 1}, ${16 + i};" for i in range(6, -1, -1)]
+    lines += ["mov.f32 P7, 0f3F800000;", "mov.f32 P6, $15;"]
+    lines += [f"mul.f32 P{i}, P{i + 1}, ${9 + i};" for i in range(5, -1, -1)]
+    lines += ["mul.f32 al, P0, $8;", "mul.f32 be, G0, $8;"]
+    for d in (1, 2):
+        lines += [f"shfl.sync.down.b32 al2|ok, al, {d}, {cw}, -1;", f"shfl.sync.down.b32 be2, be, {d}, {cw}, -1;",
+                  "@ok fma.rn.f32 be, al, be2, be;", "@ok mul.f32 al, al, al2;"]
+    lines += [f"shfl.sync.down.b32 X|ok, be, 1, {cw}, -1;", "@!ok mov.f32 X, 0f00000000;"]
+    lines += [f"fma.rn.f32 ${i}, P{i}, X, G{i};" for i in range(8)]
+    return "\n".join(lines + ["}"])
+
+
+_ASM_REV = tl.constexpr(_rev_scan_asm())
+_ASM_REV_ARGS = tl.constexpr(",".join(["=r"] * 8 + ["r"] * 16))
+
+
+@triton.jit
+def _rev_scan(a, cg):
+    """g [8, T] with g_t = cg_t + a_{t+1} g_{t+1} (0 past the tile), by inline PTX for the [8, 32] tile's layout of
+    _chan_sum_store (enabled where it holds, as that one)."""
+    return tl.inline_asm_elementwise(_ASM_REV, _ASM_REV_ARGS, [a, cg], dtype=tl.float32, is_pure=True, pack=8)
+
+
+@triton.jit
+def _state_loads(A_ptr, B_ptr, C_ptr, b_row, c_row, h_tile, carry, dA_row, n, dd64, s_a0, s_a1, s_b0, s_b1, s_c0, s_c1,
+                 tg, rep, mt, dmask, B_SEL: tl.constexpr, C_SEL: tl.constexpr):
+    """State n's values for one tile: A [BD], B and C rows ([BD, T] selective, [BD, 1] LTI), the state entering the
+    tile, the state gradient entering from later steps and the dA sum so far ([BD] each)."""
+    A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
+    Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
+    Cn = _state_row(C_ptr, c_row, n, dd64, s_c0, s_c1, tg, rep, mt, dmask, C_SEL)
+    h_in = tl.load(h_tile + n, mask=dmask, other=0.0)
+    g_in = tl.load(carry + n, mask=dmask, other=0.0)
+    dA_n = tl.load(dA_row + n, mask=dmask, other=0.0)
+    return A, Bn, Cn, h_in, g_in, dA_n
+
+
 @triton.jit(do_not_specialize=["n_tiles", "c_start", "c_count"])  # as _bwd_kernel: one compilation for every L
 def _bwd_rolled_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dy_ptr, dlast_ptr,
                        du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dBp_ptr, dCp_ptr, dD_ptr, dbias_ptr, dh0_ptr,
@@ -39,7 +125,8 @@ def _bwd_rolled_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
                        N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                        B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                        HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr,
-                       FAST_EXP: tl.constexpr, HALF_PARTIALS: tl.constexpr, UNROLL: tl.constexpr):
+                       FAST_EXP: tl.constexpr, HALF_PARTIALS: tl.constexpr, UNROLL: tl.constexpr,
+                       PREFETCH: tl.constexpr, ASM_SUM: tl.constexpr, ASM_SCAN: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     dd = tl.program_id(1) * BD + tl.arange(0, BD)
     dmask = dd < dim
@@ -103,38 +190,54 @@ def _bwd_rolled_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
         S = tl.zeros((BD, T), dtype=tl.float32)  # sum_n g B_n
         Q = tl.zeros((BD, T), dtype=tl.float32)  # sum_n g a h_{t-1} A_n
         h_tile = states_ptr + (chan * n_tiles + c) * N
+        if PREFETCH:  # state 0's loads; each state then issues the next one's before its scans (latency hidden)
+            A, Bn, Cn, h_in, g_in, dA_n = _state_loads(A_ptr, B_ptr, C_ptr, b_row, c_row, h_tile, carry, dA_row, 0,
+                                                       dd64, s_a0, s_a1, s_b0, s_b1, s_c0, s_c1, tg, rep, mt, dmask,
+                                                       B_SEL, C_SEL)
         for n in tl.range(0, N, loop_unroll_factor=UNROLL):
-            A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
-            Bn = _state_row(B_ptr, b_row, n, dd64, s_b0, s_b1, tg, rep, mt, dmask, B_SEL)
-            Cn = _state_row(C_ptr, c_row, n, dd64, s_c0, s_c1, tg, rep, mt, dmask, C_SEL)
+            if PREFETCH:
+                more = n + 1 < N
+                A1, B1, C1, h1, g1, dA1 = _state_loads(A_ptr, B_ptr, C_ptr, b_row, c_row, h_tile, carry, dA_row,
+                                                       n + 1, dd64, s_a0, s_a1, s_b0, s_b1, s_c0, s_c1, tg, rep,
+                                                       mt & more, dmask & more, B_SEL, C_SEL)
+            else:
+                A, Bn, Cn, h_in, g_in, dA_n = _state_loads(A_ptr, B_ptr, C_ptr, b_row, c_row, h_tile, carry, dA_row,
+                                                           n, dd64, s_a0, s_a1, s_b0, s_b1, s_c0, s_c1, tg, rep, mt,
+                                                           dmask, B_SEL, C_SEL)
             a = _exp2(dt * (A * LOG2E)[:, None], FAST_EXP)
             b = dtu * Bn
-            h_in = tl.load(h_tile + n, mask=dmask, other=0.0)
             _, h = tl.associative_scan((a, tl.where(first, b + a * h_in[:, None], b)), 1, _fwd_combine)
             if HAS_Z:
                 y += h * Cn
-            g_in = tl.load(carry + n, mask=dmask, other=0.0)
             cg = dy * Cn
             cg = tl.where(last, cg + g_in[:, None], cg)
-            _, _, g = tl.associative_scan((a, ones, cg), 1, _bwd_combine, reverse=True)
+            if ASM_SCAN:
+                g = _rev_scan(a, cg)
+            else:
+                _, _, g = tl.associative_scan((a, ones, cg), 1, _bwd_combine, reverse=True)
             tl.store(carry + n, tl.sum(tl.where(first, a * g, 0.0), 1), mask=dmask)
             gah = g * (h - b)  # g_t a_t h_{t-1}
-            dA_n = tl.load(dA_row + n, mask=dmask, other=0.0)
             tl.store(dA_row + n, dA_n + tl.sum(gah * dt, 1), mask=dmask)
             S += g * Bn
             Q += gah * A[:, None]
-            if B_SEL:
+            if B_SEL and ASM_SUM:
+                _chan_sum_store(dBp_ptr + part + n * p_len + (c * T - p0), g * dtu, T)
+            elif B_SEL:
                 _store_partial(dBp_ptr + part + n * p_len, tg - p0, g * dtu, tmask, mt, rep, dd64, BD, T,
                                HALF_PARTIALS)
             else:
                 dB_n = tl.load(dBp_ptr + chan * N + n, mask=dmask, other=0.0)
                 tl.store(dBp_ptr + chan * N + n, dB_n + tl.sum(g * dtu, 1), mask=dmask)
-            if C_SEL:
+            if C_SEL and ASM_SUM:
+                _chan_sum_store(dCp_ptr + part + n * p_len + (c * T - p0), dy * h, T)
+            elif C_SEL:
                 _store_partial(dCp_ptr + part + n * p_len, tg - p0, dy * h, tmask, mt, rep, dd64, BD, T,
                                HALF_PARTIALS)
             else:
                 dC_n = tl.load(dCp_ptr + chan * N + n, mask=dmask, other=0.0)
                 tl.store(dCp_ptr + chan * N + n, dC_n + tl.sum(dy * h, 1), mask=dmask)
+            if PREFETCH:
+                A, Bn, Cn, h_in, g_in, dA_n = A1, B1, C1, h1, g1, dA1
         tl.debug_barrier()  # this tile's carries and sums are written before the next tile reads them
         u = tl.load(u_row + tg[None, :] * s_ul, mask=m2, other=0.0).to(tl.float32)
         if HAS_Z:  # dz = dout y sigmoid(z) (1 + z (1 - sigmoid(z))), y the pre-gate output

@@ -99,7 +99,7 @@ def _store_partial(row, t, x, tmask, mt, rep, dd64, BD: tl.constexpr, T: tl.cons
 # layout conversion (a [BD, N] table would get its own layout and cost two shared-memory round trips per state).
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_tiles"])  # as _bwd_kernel below: one compilation for every L
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
                 y_ptr, last_ptr, states_ptr,
                 L, dim, n_tiles,

@@ -1,0 +1,162 @@
+"""Issue 12 device probe: our scan's backward variants side by side in one process (and mamba-ssm's scan where
+`selective_scan_cuda` imports), forward+backward ms and peak MiB at L = 1K, 4K, 16K (64K while the budget lasts),
+batch 8, dim 2048, N 16, bf16, the block's layout. Every variant's gradients are first checked on the GPU against the
+fp32 reference (selective_scan_chunked on fp32 copies of the same inputs; batch 2, dim 256, L 1040: a partial tile,
+several backward segments, the timed shapes' compile-time specialisation, so no extra compilation) and for bitwise
+repeatability. Padded channel blocks and odd shapes are the interpreter tests' (tests/kernels/test_triton_scan.py).
+
+    python3 bench/device/12_bwd_variants_probe.py OUT.json [--budget-s 110] [--lengths 1024 4096 16384 65536]
+    python3 bench/device/12_bwd_variants_probe.py --warm NAME   # compile one variant (Triton's cache), then exit
+    python3 bench/device/12_bwd_variants_probe.py --list        # the variants' names
+    TRITON_INTERPRET=1 python3 bench/device/12_bwd_variants_probe.py OUT.json --smoke --variants default rolled
+        # the same code path on the CPU at toy shapes (a dry run of the script's logic; no timings worth reading)
+
+Rows (long format) to OUT.json after each measurement; a short table last.
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+from hybrid.bench.harness import environment, safe_measure
+from hybrid.bench.scan_inputs import scan_inputs
+from hybrid.kernels.selective_scan.reference import selective_scan_chunked
+from hybrid.kernels.selective_scan.triton import selective_scan_triton
+
+ROLLED = dict(bwd_kernel=1)
+# name -> CONFIG keys; "default" is today's CONFIG (the unrolled kernel with register tables, fp32 partials)
+VARIANTS = {
+    "default": {},
+    "half": dict(bwd_half_partials=1),
+    "rolled": ROLLED,
+    "rolled_half": dict(ROLLED, bwd_half_partials=1),
+    "rolled_r128": dict(ROLLED, bwd_maxnreg=128),
+    "rolled_u2": dict(ROLLED, bwd_unroll=2),
+    "rolled_pf": dict(ROLLED, bwd_prefetch=1),
+    "rolled_pf_u2": dict(ROLLED, bwd_prefetch=1, bwd_unroll=2),
+    "rolled_bd4": dict(ROLLED, bwd_block_d=4),
+    "rolled_bd16w2": dict(ROLLED, bwd_block_d=16, bwd_warps=2),
+    "rolled_c64w2": dict(ROLLED, chunk=64, bwd_warps=2),
+    "rolled_seg2": dict(ROLLED, bwd_segments=2),
+}
+GRADS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def mamba_fn():
+    """mamba-ssm's selective_scan_fn, or None (with the reason printed) when it does not import."""
+    try:
+        import selective_scan_cuda  # noqa: F401 - the compiled extension; the interface imports it lazily
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception as err:  # noqa: BLE001 - not built in this call, or built for another torch
+        print(f"mamba_ssm: not timed ({type(err).__name__}: {err})", flush=True)
+        return None
+    return lambda x: selective_scan_fn(**x, delta_softplus=True)
+
+
+def grads_of(fn, x, gy):
+    leaves = {k: x[k] for k in GRADS}
+    y = fn(x)
+    return dict(zip(leaves, torch.autograd.grad(y, list(leaves.values()), gy)))
+
+
+def check(name, fn, dev, shape):
+    """Relative error of every gradient against the fp32 reference, and whether two backward passes are equal."""
+    batch, dim, L = shape
+    x = scan_inputs(batch, dim, 16, L, torch.bfloat16, dev, seed=1, layout="block")
+    x32 = {k: v.detach().float().requires_grad_(True) for k, v in x.items()}
+    gy = torch.randn(batch, dim, L, generator=torch.Generator().manual_seed(2)).to(dev)
+    ref = grads_of(lambda i: selective_scan_chunked(**i, delta_softplus=True), x32, gy)
+    g1 = grads_of(fn, x, gy.to(torch.bfloat16))
+    g2 = grads_of(fn, x, gy.to(torch.bfloat16))
+    rel = {k: ((g1[k].float() - ref[k]).norm() / ref[k].norm()).item() for k in GRADS}
+    same = all(torch.equal(g1[k], g2[k]) for k in GRADS)
+    print(f"check {name:>14}: max rel err {max(rel.values()):.2e} ({max(rel, key=rel.get)}), "
+          f"repeatable {same}", flush=True)
+    return dict(kind="check", variant=name, rel_err=rel, max_rel_err=max(rel.values()), bitwise_repeatable=same)
+
+
+def ours(cfg):
+    return lambda x: selective_scan_triton(**x, delta_softplus=True, config=cfg)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("out", nargs="?")
+    p.add_argument("--warm", choices=list(VARIANTS))
+    p.add_argument("--list", action="store_true", help="print the variants' names, one a line")
+    p.add_argument("--budget-s", type=float, default=110.0, help="start no measurement after this many seconds")
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS) + ["mamba_ssm"], help="default: all")
+    p.add_argument("--smoke", action="store_true", help="CPU, toy shapes (run under TRITON_INTERPRET=1)")
+    a = p.parse_args()
+    dev, batch, dim = ("cpu", 1, 16) if a.smoke else ("cuda", 8, 2048)
+    check_shape = (2, 12, 70) if a.smoke else (2, 256, 1040)
+    lengths = [64] if a.smoke else a.lengths
+    if a.list:
+        print("\n".join(VARIANTS))
+        return 0
+    if a.warm:  # compile the variant's kernels at the timed shapes (the same specialisation at every L)
+        x = scan_inputs(8, 2048, 16, 1024, torch.bfloat16, "cuda", layout="block")
+        selective_scan_triton(**x, delta_softplus=True, config=VARIANTS[a.warm]).sum().backward()
+        torch.cuda.synchronize()
+        return 0
+    t0 = time.time()
+    env = environment(dev)
+    names = a.variants or list(VARIANTS) + ["mamba_ssm"]
+    providers = {name: ours(VARIANTS[name]) for name in names if name in VARIANTS}
+    mamba = mamba_fn() if "mamba_ssm" in names and not a.smoke else None
+    if mamba is not None:
+        providers["mamba_ssm"] = mamba
+    rows = []
+
+    def save():
+        json.dump(dict(bench="scan_bwd_variants", **env, variants=VARIANTS, rows=rows), open(a.out, "w"), indent=1)
+
+    for name, fn in providers.items():
+        try:
+            rows.append(check(name, fn, dev, check_shape))
+        except Exception as err:  # noqa: BLE001 - a variant that fails is recorded, the others still run
+            print(f"check {name}: failed: {type(err).__name__}: {str(err)[:300]}", flush=True)
+            rows.append(dict(kind="check", variant=name, error=f"{type(err).__name__}: {str(err)[:300]}"))
+    save()
+    for L in lengths:
+        x = scan_inputs(batch, dim, 16, L, torch.bfloat16, dev, layout="block")
+        for name, fn in providers.items():
+            if time.time() - t0 > a.budget_s:
+                print(f"L={L} {name}: skipped (budget)", flush=True)
+                continue
+            r = safe_measure(fn, x, "fwd+bwd", dev)
+            rows.append(dict(kind="time", variant=name, config=VARIANTS.get(name), L=L, layout="block",
+                             mode="fwd+bwd", batch=batch, dim=dim, N=16, dtype="bf16", **r))
+            print(f"L={L} {name}: {r['median_ms']} ms, peak {r['peak_mem_bytes']}", flush=True)
+            save()
+        del x
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    # the table: ms and peak MiB per variant and L, ratios to mamba-ssm where it ran
+    timed = [r for r in rows if r["kind"] == "time" and r.get("median_ms")]
+    by = {(r["variant"], r["L"]): r for r in timed}
+    Ls = sorted({r["L"] for r in timed})
+    print("\nfwd+bwd ms (x mamba-ssm) / peak MiB (x mamba-ssm), batch 8, dim 2048, N 16, bf16, block layout")
+    print(f"{'variant':>14} " + " ".join(f"{'L=' + str(L):>26}" for L in Ls) + f" {'max rel err':>11}")
+    errs = {r["variant"]: r.get("max_rel_err") for r in rows if r["kind"] == "check"}
+    for name in providers:
+        cells = []
+        for L in Ls:
+            r, m = by.get((name, L)), by.get(("mamba_ssm", L))
+            if r is None:
+                cells.append(f"{'-':>26}")
+                continue
+            ms, mib = r["median_ms"], (r["peak_mem_bytes"] or 0) / 2**20
+            rt = f"({ms / m['median_ms']:.2f})" if m else ""
+            rm = f"({r['peak_mem_bytes'] / m['peak_mem_bytes']:.2f})" if m and m["peak_mem_bytes"] else ""
+            cells.append(f"{ms:7.2f}{rt:>6} {mib:6.0f}{rm:>6}")
+        e = errs.get(name)
+        print(f"{name:>14} " + " ".join(cells) + (f" {e:11.1e}" if e is not None else f" {'failed':>11}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
