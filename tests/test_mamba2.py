@@ -109,3 +109,24 @@ def test_stacks_with_mamba2_train():
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values())
     assert model.flops_per_token(64) > 0
+
+
+def test_conv_backends_agree_and_bad_names_are_refused():
+    """hybrid.kernels.causal_conv1d runs the block's conv: our Triton kernel (fused SiLU; interpreted on the CPU)
+    gives what the reference gives, output and every gradient; an unknown backend is refused naming the choices."""
+    torch.manual_seed(3)
+    x = torch.randn(2, 7, 8)
+    outs = []
+    for backend in ("reference", "triton"):
+        torch.manual_seed(0)
+        block = Mamba2(8, conv_backend=backend, **CONFIGS["groups-limits"])
+        xi = x.clone().requires_grad_(True)
+        y = block(xi)
+        y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        outs.append((y, xi.grad, {n: p.grad for n, p in block.named_parameters()}))
+    (y0, dx0, g0), (y1, dx1, g1) = outs
+    assert torch.allclose(y1, y0, rtol=1e-5, atol=1e-6) and torch.allclose(dx1, dx0, rtol=1e-5, atol=1e-6)
+    for name in g0:
+        assert torch.allclose(g1[name], g0[name], rtol=1e-4, atol=1e-6), name
+    with pytest.raises(ValueError, match="conv_backend='fast'; allowed: auto, reference, triton"):
+        Mamba2(8, conv_backend="fast", **CONFIGS["default"])

@@ -1,7 +1,8 @@
 """`S`: the Mamba-2 mixer (Dao & Gu, 2024), as mamba-ssm's `Mamba2` module, on `hybrid.kernels.ssd`.
 
     z, xBC, dt = in_proj(x)                 widths d_inner, d_inner + 2 * ngroups * d_state, nheads
-    x, B, C = silu(causal depthwise conv1d(xBC))          x [.., nheads, headdim], B and C [.., ngroups, d_state]
+    x, B, C = silu(causal depthwise conv1d(xBC))          hybrid.kernels.causal_conv1d (fused Triton kernel on CUDA)
+                                            x [.., nheads, headdim], B and C [.., ngroups, d_state]
     y = ssd(x, dt, A = -exp(A_log), B, C, D, dt_bias, softplus, dt_limit)    a scalar A per head
     y = RMSNorm(y * silu(z))                per group of d_inner / ngroups channels (norm_before_gate: norm, then gate)
     out = out_proj(y)
@@ -22,6 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybrid.kernels.causal_conv1d import causal_conv1d
+from hybrid.kernels.causal_conv1d.interface import BACKENDS as CONV_BACKENDS
+from hybrid.kernels.causal_conv1d.interface import resolve_backend as resolve_conv_backend
 from hybrid.kernels.ssd import ssd
 from hybrid.kernels.ssd.reference import process_dt
 
@@ -63,7 +67,7 @@ class Mamba2(nn.Module):
                  ngroups: int = 1, A_init_range=(1.0, 16.0), D_has_hdim: bool = False, rmsnorm: bool = True,
                  norm_before_gate: bool = False, rmsnorm_eps: float = 1e-5, dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, dt_limit=(0.0, math.inf), bias: bool = False, conv_bias: bool = True,
-                 chunk_size: int = 256, ssd_backend: str = "auto"):
+                 chunk_size: int = 256, ssd_backend: str = "auto", conv_backend: str = "auto"):
         super().__init__()
         d_inner = expand * d_model
         if headdim < 1 or d_inner % headdim:
@@ -75,10 +79,13 @@ class Mamba2(nn.Module):
                              f"of B and C serves nheads / ngroups heads")
         if chunk_size < 1 or chunk_size & (chunk_size - 1):
             raise ValueError(f"chunk_size={chunk_size} must be a power of two")
+        if conv_backend not in CONV_BACKENDS:
+            raise ValueError(f"conv_backend={conv_backend!r}; allowed: {', '.join(CONV_BACKENDS)}")
         self.d_model, self.d_inner, self.d_state, self.d_conv = d_model, d_inner, d_state, d_conv
         self.headdim, self.nheads, self.ngroups, self.chunk_size = headdim, nheads, ngroups, chunk_size
         self.dt_limit = (float(dt_limit[0]), float(dt_limit[1]))
         self.D_has_hdim, self.rmsnorm, self.ssd_backend = D_has_hdim, rmsnorm, ssd_backend
+        self.conv_backend = conv_backend  # hybrid.kernels.causal_conv1d: auto | reference | triton
         self.conv_dim = d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, d_inner + self.conv_dim + nheads, bias=bias)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1,
@@ -106,6 +113,16 @@ class Mamba2(nn.Module):
                        + math.log(self.dt_min)).clamp(min=self.dt_init_floor)
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) == dt
 
+    def _conv(self, xBC: torch.Tensor) -> torch.Tensor:
+        """silu(causal conv1d(xBC)): [batch, conv_dim, L] (a transposed view) -> [batch, L, conv_dim]."""
+        weight, bias = self.conv1d.weight[:, 0], self.conv1d.bias
+        if resolve_conv_backend(self.conv_backend, xBC.device) == "reference":
+            # F.conv1d's output is [batch, conv_dim, L + d_conv - 1] sliced: SiLU and its backward on that strided
+            # view take PyTorch's slow path (5x on the CPU), so they run on a contiguous copy in the layout we read
+            out = causal_conv1d(xBC, weight, bias, None, backend="reference")
+            return F.silu(out.transpose(1, 2).contiguous())
+        return causal_conv1d(xBC, weight, bias, "silu", backend=self.conv_backend).transpose(1, 2)
+
     def _split(self, zxbcdt: torch.Tensor):
         """[..., d_in_proj] -> z [..., d_inner], xBC [..., conv_dim], dt [..., nheads]."""
         return zxbcdt.split([self.d_inner, self.conv_dim, self.nheads], dim=-1)
@@ -118,16 +135,14 @@ class Mamba2(nn.Module):
         return self.out_proj(self.norm(y, z) if self.rmsnorm else y)
 
     def forward(self, x: torch.Tensor, cache: Mamba2Cache | None = None) -> torch.Tensor:
-        batch, L, _ = x.shape
         z, xBC, dt = self._split(self.in_proj(x))
-        xBC = xBC.transpose(1, 2)  # [batch, conv_dim, L]
+        xBC = xBC.transpose(1, 2)  # [batch, conv_dim, L], a view
         if cache is None:
-            xBC = self.conv1d(xBC)[..., :L]  # causal: drop the right padding
+            xBC = self._conv(xBC)
         else:  # the cache's last d_conv - 1 inputs stand in for the left padding
             window = torch.cat([cache.conv_state[..., 1:].to(xBC.dtype), xBC], dim=-1)
             cache.conv_state.copy_(window[..., -self.d_conv:])
-            xBC = F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)
-        xBC = F.silu(xBC).transpose(1, 2)  # [batch, L, conv_dim]
+            xBC = F.silu(F.conv1d(window, self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)).transpose(1, 2)
         xs, B, C = xBC.split([self.d_inner, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         out = ssd(xs.unflatten(-1, (self.nheads, self.headdim)), dt, -torch.exp(self.A_log.float()),
                   B.unflatten(-1, (self.ngroups, self.d_state)), C.unflatten(-1, (self.ngroups, self.d_state)),
