@@ -1,6 +1,6 @@
 #!/bin/bash
-# Issue 14 (MAMBA2) on the GPU, from the repo root with .whl carried; at most 5 minutes (step timeouts 80 + 40 + 60
-# + 110 s); results under $OUT (6 files):
+# Issue 14 (MAMBA2) on the GPU, from the repo root with .whl carried; at most 5 minutes (step timeouts 80 + CHECK_S
+# 40 + BLOCK_S 60 + BENCH_S 110 s; SSD_TESTS=0 skips the tests); results under $OUT (6 files):
 #   1. the SSD and S-block tests (CPU tensors) and our Triton SSD's tests compiled on the GPU;
 #   2. hybrid.kernels.ssd (reference and triton) against mamba-ssm's own Triton SSD (mamba_chunk_scan_combined):
 #      outputs, final states and every gradient, fp32, relative error (the semantics, not speed);
@@ -22,7 +22,7 @@ if [ "${SSD_TESTS:-1}" = 1 ]; then  # SSD_TESTS=0 skips step 1 (a call that ran 
     $(ls tests/kernels/test_triton_ssd.py 2>/dev/null) > "$OUT/tests.log" 2>&1
 fi
 
-timeout 40 python3 - > "$OUT/check_vs_mamba_ssm.txt" 2>&1 <<'PY'
+timeout ${CHECK_S:-40} python3 - > "$OUT/check_vs_mamba_ssm.txt" 2>&1 <<'PY'
 import torch
 from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 from hybrid.kernels.ssd import ssd
@@ -52,7 +52,7 @@ for (b, L, h, p, g, n, chunk, limit) in [(2, 300, 6, 32, 2, 64, 64, (0.0, float(
               + " ".join(f"{k} {v:.1e}" for k, v in errs.items()))
 PY
 
-timeout 60 python3 - > "$OUT/block_vs_mamba_ssm.txt" 2>&1 <<'PY'
+timeout ${BLOCK_S:-60} python3 - > "$OUT/block_vs_mamba_ssm.txt" 2>&1 <<'PY'
 import torch, triton.testing
 from mamba_ssm.modules.mamba2 import Mamba2 as Theirs
 from hybrid.blocks.mamba2 import Mamba2 as Ours
@@ -80,7 +80,7 @@ for name, m in blocks.items():
         print(f"{name:<20} failed: {type(err).__name__}: {str(err)[:200]}")
 PY
 
-timeout 110 python3 -m hybrid.bench ssd --device cuda --out "$OUT/ssd_cuda_h200.json" > "$OUT/bench.log" 2>&1
+timeout ${BENCH_S:-110} python3 -m hybrid.bench ssd --device cuda --out "$OUT/ssd_cuda_h200.json" > "$OUT/bench.log" 2>&1
 echo "== mamba-ssm import: $(cat "$OUT/mamba_ssm_import.txt")"
 echo "== tests: $(tail -1 "$OUT/tests.log")"
 echo "== ours vs mamba-ssm:"; tail -6 "$OUT/check_vs_mamba_ssm.txt"
