@@ -11,11 +11,11 @@ T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total --format=csv,noheader
 P=bench/device/12_bwd_variants_probe.py
 el "compile the variants (parallel)"
-python3 $P --list | timeout 80 xargs -P 12 -I{} python3 $P --warm {} > /tmp/warm.log 2>&1
+python3 $P --list | timeout 80 xargs -P 16 -I{} python3 $P --warm {} > /tmp/warm.log 2>&1
 echo "warm-up exit $?"; grep -i -E "error|Traceback" /tmp/warm.log | head -5
 el "time the variants"
-timeout 110 python3 $P $OUT/scan_bwd_variants.json --budget-s 90 > $OUT/scan_bwd_variants.log 2>&1
+timeout 105 python3 $P $OUT/scan_bwd_variants.json --budget-s 85 > $OUT/scan_bwd_variants.log 2>&1
 echo "probe exit $?"
 grep -E "^check|mamba_ssm:" $OUT/scan_bwd_variants.log
-sed -n '/^fwd+bwd ms/,$p' $OUT/scan_bwd_variants.log
+python3 $P $OUT/scan_bwd_variants.json --table  # from the rows written so far, also after a timeout
 el "end"

@@ -26,21 +26,28 @@ from hybrid.kernels.selective_scan.reference import selective_scan_chunked
 from hybrid.kernels.selective_scan.triton import selective_scan_triton
 
 ROLLED = dict(bwd_kernel=1)
+ASM = dict(bwd_kernel=1, bwd_asm=3)  # the rolled kernel with both inline-PTX pieces
 # name -> CONFIG keys; "default" is today's CONFIG (the unrolled kernel with register tables, fp32 partials)
 VARIANTS = {
     "default": {},
     "half": dict(bwd_half_partials=1),
     "rolled": ROLLED,
-    "rolled_half": dict(ROLLED, bwd_half_partials=1),
-    "rolled_r128": dict(ROLLED, bwd_maxnreg=128),
-    "rolled_u2": dict(ROLLED, bwd_unroll=2),
     "rolled_pf": dict(ROLLED, bwd_prefetch=1),
-    "rolled_pf_u2": dict(ROLLED, bwd_prefetch=1, bwd_unroll=2),
-    "rolled_bd4": dict(ROLLED, bwd_block_d=4),
-    "rolled_bd16w2": dict(ROLLED, bwd_block_d=16, bwd_warps=2),
-    "rolled_c64w2": dict(ROLLED, chunk=64, bwd_warps=2),
-    "rolled_seg2": dict(ROLLED, bwd_segments=2),
+    "rolled_r128": dict(ROLLED, bwd_maxnreg=128),
+    "rolled_asm1": dict(ROLLED, bwd_asm=1),
+    "asm": ASM,
+    "asm_pf": dict(ASM, bwd_prefetch=1),
+    "asm_u2": dict(ASM, bwd_unroll=2),
+    "asm_r128": dict(ASM, bwd_maxnreg=128),
+    "asm_r96": dict(ASM, bwd_maxnreg=96),
+    "asm_pf_r128": dict(ASM, bwd_prefetch=1, bwd_maxnreg=128),
+    "asm_r128_half": dict(ASM, bwd_maxnreg=128, bwd_half_partials=1),
+    "asm_r128_seg1": dict(ASM, bwd_maxnreg=128, bwd_segments=1),
+    "asm_r128_seg2": dict(ASM, bwd_maxnreg=128, bwd_segments=2),
+    "rolled_c64w2": dict(ROLLED, chunk=64, bwd_warps=2, fwd_warps=2),
 }
+# at L = 64K (while the budget lasts) only these, mamba-ssm first
+LONG = ("default", "asm_r128", "asm", "asm_pf_r128", "asm_r128_half", "rolled_c64w2", "rolled")
 GRADS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -81,11 +88,36 @@ def ours(cfg):
     return lambda x: selective_scan_triton(**x, delta_softplus=True, config=cfg)
 
 
+def table(rows, names):
+    """Print fwd+bwd ms and peak MiB per variant and L, with ratios to mamba-ssm's where it ran, and each variant's
+    largest gradient error."""
+    timed = [r for r in rows if r["kind"] == "time" and r.get("median_ms")]
+    by = {(r["variant"], r["L"]): r for r in timed}
+    Ls = sorted({r["L"] for r in timed})
+    print("\nfwd+bwd ms (x mamba-ssm) / peak MiB (x mamba-ssm), batch 8, dim 2048, N 16, bf16, block layout")
+    print(f"{'variant':>14} " + " ".join(f"{'L=' + str(L):>26}" for L in Ls) + f" {'max rel err':>11}")
+    errs = {r["variant"]: r.get("max_rel_err") for r in rows if r["kind"] == "check"}
+    for name in names:
+        cells = []
+        for L in Ls:
+            r, m = by.get((name, L)), by.get(("mamba_ssm", L))
+            if r is None:
+                cells.append(f"{'-':>26}")
+                continue
+            ms, mib = r["median_ms"], (r["peak_mem_bytes"] or 0) / 2**20
+            rt = f"({ms / m['median_ms']:.2f})" if m else ""
+            rm = f"({r['peak_mem_bytes'] / m['peak_mem_bytes']:.2f})" if m and m["peak_mem_bytes"] else ""
+            cells.append(f"{ms:7.2f}{rt:>6} {mib:6.0f}{rm:>6}")
+        e = errs.get(name)
+        print(f"{name:>14} " + " ".join(cells) + (f" {e:11.1e}" if e is not None else f" {'failed':>11}"))
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("out", nargs="?")
     p.add_argument("--warm", choices=list(VARIANTS))
     p.add_argument("--list", action="store_true", help="print the variants' names, one a line")
+    p.add_argument("--table", action="store_true", help="print the table of OUT.json (written by a run) and exit")
     p.add_argument("--budget-s", type=float, default=110.0, help="start no measurement after this many seconds")
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS) + ["mamba_ssm"], help="default: all")
@@ -94,12 +126,17 @@ def main() -> int:
     dev, batch, dim = ("cpu", 1, 16) if a.smoke else ("cuda", 8, 2048)
     check_shape = (2, 12, 70) if a.smoke else (2, 256, 1040)
     lengths = [64] if a.smoke else a.lengths
+    if a.table:
+        rows = json.load(open(a.out))["rows"]
+        table(rows, list(dict.fromkeys(r["variant"] for r in rows)))
+        return 0
     if a.list:
         print("\n".join(VARIANTS))
         return 0
     if a.warm:  # compile the variant's kernels at the timed shapes (the same specialisation at every L)
         x = scan_inputs(8, 2048, 16, 1024, torch.bfloat16, "cuda", layout="block")
-        selective_scan_triton(**x, delta_softplus=True, config=VARIANTS[a.warm]).sum().backward()
+        y = selective_scan_triton(**x, delta_softplus=True, config=VARIANTS[a.warm])
+        y.backward(torch.randn_like(y))  # a dense gradient in y's layout, as the timed runs (bwd_asm needs it)
         torch.cuda.synchronize()
         return 0
     t0 = time.time()
@@ -107,8 +144,8 @@ def main() -> int:
     names = a.variants or list(VARIANTS) + ["mamba_ssm"]
     providers = {name: ours(VARIANTS[name]) for name in names if name in VARIANTS}
     mamba = mamba_fn() if "mamba_ssm" in names and not a.smoke else None
-    if mamba is not None:
-        providers["mamba_ssm"] = mamba
+    if mamba is not None:  # first: every L's ratios need its row
+        providers = {"mamba_ssm": mamba, **providers}
     rows = []
 
     def save():
@@ -124,6 +161,8 @@ def main() -> int:
     for L in lengths:
         x = scan_inputs(batch, dim, 16, L, torch.bfloat16, dev, layout="block")
         for name, fn in providers.items():
+            if L > 16384 and name not in LONG + ("mamba_ssm",):
+                continue
             if time.time() - t0 > a.budget_s:
                 print(f"L={L} {name}: skipped (budget)", flush=True)
                 continue
@@ -135,26 +174,7 @@ def main() -> int:
         del x
         if dev == "cuda":
             torch.cuda.empty_cache()
-    # the table: ms and peak MiB per variant and L, ratios to mamba-ssm where it ran
-    timed = [r for r in rows if r["kind"] == "time" and r.get("median_ms")]
-    by = {(r["variant"], r["L"]): r for r in timed}
-    Ls = sorted({r["L"] for r in timed})
-    print("\nfwd+bwd ms (x mamba-ssm) / peak MiB (x mamba-ssm), batch 8, dim 2048, N 16, bf16, block layout")
-    print(f"{'variant':>14} " + " ".join(f"{'L=' + str(L):>26}" for L in Ls) + f" {'max rel err':>11}")
-    errs = {r["variant"]: r.get("max_rel_err") for r in rows if r["kind"] == "check"}
-    for name in providers:
-        cells = []
-        for L in Ls:
-            r, m = by.get((name, L)), by.get(("mamba_ssm", L))
-            if r is None:
-                cells.append(f"{'-':>26}")
-                continue
-            ms, mib = r["median_ms"], (r["peak_mem_bytes"] or 0) / 2**20
-            rt = f"({ms / m['median_ms']:.2f})" if m else ""
-            rm = f"({r['peak_mem_bytes'] / m['peak_mem_bytes']:.2f})" if m and m["peak_mem_bytes"] else ""
-            cells.append(f"{ms:7.2f}{rt:>6} {mib:6.0f}{rm:>6}")
-        e = errs.get(name)
-        print(f"{name:>14} " + " ".join(cells) + (f" {e:11.1e}" if e is not None else f" {'failed':>11}"))
+    print("done", flush=True)
     return 0
 
 
