@@ -84,8 +84,10 @@ class HybridLM(nn.Module):
         """The one init, right at every width:
         - linear weights: normal(0, 1/sqrt(fan_in)) (LeCun normal), so a projection keeps its input's scale
           whatever the width (the scale of PyTorch's own nn.Linear default, std 1/sqrt(3 fan_in), is 1.7x smaller);
-        - embedding: normal(0, 1/sqrt(d_model)), the same rule read as the tied LM head's fan-in, so the initial
-          logits have unit scale; biases zero;
+        - an untied embedding (the configs' default, conf/model/_base.yaml): normal(0, 1), nn.Embedding's own
+          default, so a token enters the stream at the unit scale of what every sublayer reads and adds;
+        - a tied embedding (the class default, and converted models that tie): normal(0, 1/sqrt(d_model)), the
+          same rule read as the LM head's fan-in, so the initial logits have unit scale; biases zero;
         - the output projection of every residual sublayer (`is_residual_out`) divided by sqrt(n_sublayers)
           (GPT-2; mamba-ssm's rescale_prenorm_residual) so the stream's variance does not grow with depth. Mamba's
           dt/A/D/conv parameters keep their own init (blocks/mamba.py).
@@ -96,21 +98,22 @@ class HybridLM(nn.Module):
         default 0.10, this init 0.37 by step 600 (commit 8660fd9).
         Why not an embedding of 0.02 beside fan-in linears: the token's own identity is then 0.02 in a stream to
         which every sublayer adds O(1/sqrt(n_sublayers)), so a block that reads tokens after a context-mixing
-        sublayer sees them drowned, and Adam grows the embedding slowly (0.04 -> 0.1 rms in 800 steps). MQAR
-        (CPU, fp32, 1 thread, default task: length 64, 8 pairs, batch 64, lr 3e-3) with MFAF at d_model 64: val
-        accuracy 0.14 at step 300 and 0.15 at step 800 with the 0.02 embedding (the 1/8 plateau), 1.000 at
-        step 300 with 1/sqrt(d_model); with the 0.02 embedding MAF (`demo`) and FMAF learned (0.99 by step
-        150-300) while MFAF and MFMAF did not: the configs with an F or E between M and A stalled (on an H200
-        every conf/model config but `demo`). `init_std` set to a number brings the old scheme back
-        (normal(0, init_std) for every linear and embedding weight). Converted checkpoints load their weights
-        over whatever this draws."""
+        sublayer sees them drowned: MQAR with MFAF (d_model 64) stayed on the 1/8 plateau (0.15 at step 800) and
+        learned by step 300 with 1/sqrt(d_model) (commit 7738680).
+        Why untied at unit scale in the configs: with an MLP between two attention layers (AFAF, every transformer
+        config) the tied 1/sqrt(d_model) embedding left the stack on MQAR's plateau (Zoology's task, length 64,
+        8 pairs, CPU fp32, lr 3e-3): AFAF d_model 64 0.16 after 1500 steps; untied 1/sqrt(d_model) 0.14 and tied
+        at unit scale 0.15 (either way of scaling) after 400-600; untied at unit scale 0.995 at step 400, and
+        AFAFAFAF d_model 128 0.991 at step 200 (bench/results/issue19_cpu_notes.md). AA (no MLP) learned with the
+        tied 1/sqrt(d_model) embedding (0.999 at step 400). `init_std` set to a number brings the old scheme back (normal(0, init_std) for every linear and
+        embedding weight). Converted checkpoints load their weights over whatever this draws."""
         if not isinstance(module, (nn.Linear, nn.Embedding)) or getattr(module.weight, "_no_generic_init", False):
             return
         weight = module.weight
         if self.init_std is not None:
             nn.init.normal_(weight, std=self.init_std)
-        elif isinstance(module, nn.Embedding):  # 0.02 drowned the tokens in the stream (docstring)
-            nn.init.normal_(weight, std=module.embedding_dim ** -0.5)
+        elif isinstance(module, nn.Embedding):  # unit scale untied; tied, also the head: 1/sqrt(d) (docstring)
+            nn.init.normal_(weight, std=module.embedding_dim ** -0.5 if self.lm_head.weight is weight else 1.0)
         elif weight is self.embedding.weight:  # the tied LM head: already drawn as the embedding
             return
         else:

@@ -36,3 +36,26 @@ def test_init_std_number_draws_every_weight_from_it():
     model = HybridLM(vocab_size=512, d_model=64, layout="AF", init_std=0.02)
     assert model.embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)
     assert model.layers[0].mixer.q_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+@pytest.mark.parametrize("d_model", [32, 128])
+def test_untied_embedding_at_unit_scale_and_logits_too(d_model):
+    """Untied (the configs' default): the embedding at normal(0, 1), a token at the scale of the normalized
+    stream every sublayer reads (AFAF stalled on MQAR with the tied 1/sqrt(d_model) one); the head at fan-in
+    scale, so the logits still start at unit scale."""
+    torch.manual_seed(0)
+    model = HybridLM(vocab_size=512, d_model=d_model, layout="AF", tie_embeddings=False)
+    assert model.lm_head.weight is not model.embedding.weight
+    assert model.embedding.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    assert model.lm_head.weight.std().item() == pytest.approx(d_model ** -0.5, rel=0.05)
+    logits = model(torch.randint(0, 512, (4, 64))).logits
+    assert 0.7 < logits.std().item() < 1.4
+
+
+def test_model_configs_untie_the_embedding():
+    """conf/model/_base.yaml unties the embedding, so every config draws it at unit scale."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / "_base.yaml")
+    assert base.tie_embeddings is False
