@@ -27,9 +27,11 @@ from hybrid.kernels.selective_scan.triton import selective_scan_triton
 
 ROLLED = dict(bwd_kernel=1)
 ASM = dict(bwd_kernel=1, bwd_asm=3)  # the rolled kernel with both inline-PTX pieces
-# name -> CONFIG keys; "default" is today's CONFIG (the unrolled kernel with register tables, fp32 partials)
+# name -> CONFIG keys; "default" is today's CONFIG (the unrolled kernel with register tables, fp32 partials, the
+# partials' sum loading 32 at once)
 VARIANTS = {
     "default": {},
+    "default_kb1": dict(bwd_sum_kb=1),  # the partials' sum one partial at a time, as before this session
     "half": dict(bwd_half_partials=1),
     "rolled": ROLLED,
     "rolled_pf": dict(ROLLED, bwd_prefetch=1),
@@ -47,7 +49,7 @@ VARIANTS = {
     "rolled_c64w2": dict(ROLLED, chunk=64, bwd_warps=2, fwd_warps=2),
 }
 # at L = 64K (while the budget lasts) only these, mamba-ssm first
-LONG = ("default", "asm_r128", "asm", "asm_pf_r128", "asm_r128_half", "rolled_c64w2", "rolled")
+LONG = ("default", "default_kb1", "asm_r128", "asm", "asm_pf_r128", "asm_r128_half", "rolled_c64w2", "rolled")
 GRADS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 

@@ -1,4 +1,4 @@
-"""`python -m hybrid.bench scan_compiled [--config JSON ...] [--L 4096] [--kernel bwd|fwd] [--dump DIR]`
+"""`python -m hybrid.bench scan_compiled [--config JSON ...] [--L 4096] [--kernel bwd|fwd|sum] [--dump DIR]`
 
 Compile our selective-scan kernels for an NVIDIA sm_90 GPU on any machine (no GPU needed: `triton.compile` with a
 GPUTarget) exactly as the launcher would call them on the benchmark shapes (batch 8, dim 2048, N 16, bf16, the
@@ -55,7 +55,7 @@ def _launch_args(kernel: str, cfg: dict, L: int):
             setattr(ours, n, saved[n])
         import importlib
         importlib.reload(ours)  # restores _fast_exp
-    name = next(n for n in names[:3] if caps[n].calls)  # the kernel the launcher called
+    name = "_sum_partials_kernel" if kernel == "sum" else next(n for n in names[:3] if caps[n].calls)
     return saved[name], *caps[name].calls[0]
 
 
@@ -127,7 +127,7 @@ def counts(k) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hybrid.bench scan_compiled", description=__doc__.split("\n\n")[1])
     p.add_argument("--config", action="append", type=json.loads, help="CONFIG keys as JSON (repeatable)")
-    p.add_argument("--kernel", choices=("bwd", "fwd"), default="bwd")
+    p.add_argument("--kernel", choices=("bwd", "fwd", "sum"), default="bwd", help="sum: the dB/dC partials' sum")
     p.add_argument("--L", type=int, default=4096)
     p.add_argument("--dump", type=Path, help="write each config's TTGIR, PTX here")
     a = p.parse_args(argv)

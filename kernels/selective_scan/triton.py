@@ -28,14 +28,16 @@ from hybrid.kernels.selective_scan.triton_bwd_rolled import _bwd_rolled_kernel
 # Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
 # channels per program; *_warps: warps per program; bwd_segments: backward launches along the sequence (each holds
 # the dB/dC partials of its segment only: peak memory); bwd_half_partials: 1 keeps the dB/dC partials of 16-bit B/C in
-# their dtype (half the memory, no layout conversion per state; compiled here, not yet timed), 0 in fp32;
+# their dtype (half the memory; +10% time at 1K on the H200 with bwd_kernel=0), 0 in fp32; bwd_sum_kb: partials loaded
+# at once by their fixed-order sum (1: one at a time, as before session 4).
 # bwd_kernel: 0 the backward with per-state register tables and the states loop unrolled (triton_kernels.py), 1 the
 # rolled one (triton_bwd_rolled.py: per-state values in memory, fewer registers), unrolled bwd_unroll times;
-# bwd_prefetch (bwd_kernel=1): 1 issues each state's loads one state ahead; bwd_asm (bwd_kernel=1): inline PTX
-# where the default tile applies (see _bwd), 1: dB/dC channel sums, 2: the reverse scan, 3: both; bwd_maxnreg: 0, or a cap on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
+# bwd_prefetch (bwd_kernel=1): 1 issues each state's loads one state ahead; bwd_asm (bwd_kernel=1): inline PTX where
+# the default tile applies (see _bwd), 1: dB/dC channel sums, 2: the reverse scan, 3: both; bwd_maxnreg: 0, or a cap
+# on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
 # Defaults: the fastest of the H100 sweep (bench/results/scan_h100_notes.md), forward and backward timed apart.
 CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0,
-              bwd_kernel=0, bwd_unroll=1, bwd_prefetch=0, bwd_asm=0, bwd_maxnreg=0)
+              bwd_kernel=0, bwd_unroll=1, bwd_prefetch=0, bwd_asm=0, bwd_maxnreg=0, bwd_sum_kb=32)
 _KEYS = tuple(CONFIG)
 
 
@@ -56,13 +58,13 @@ def _like_u(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty_like(u, dtype=dtype, memory_format=torch.preserve_format)
 
 
-def _sum_partials(p: torch.Tensor, out: torch.Tensor) -> None:
-    """out [batch, N, L] (any dtype and strides) = p [batch, n_part, N, >= L] fp32 partials summed over n_part in
-    order."""
+def _sum_partials(p: torch.Tensor, out: torch.Tensor, KB: int) -> None:
+    """out [batch, N, L] (any dtype and strides) = p [batch, n_part, N, >= L] partials summed over n_part in a fixed
+    order, KB partials loaded at once."""
     batch, N, L = out.shape
-    BLOCK = 1024
+    BLOCK = 128
     _sum_partials_kernel[(batch, triton.cdiv(N * L, BLOCK))](p, out, p.shape[1], L, N * L, *p.stride()[:3],
-                                                            *out.stride(), BLOCK=BLOCK)
+                                                            *out.stride(), BLOCK=BLOCK, KB=KB)
 
 
 def _fast_exp(x: torch.Tensor) -> bool:
@@ -125,12 +127,12 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     dCp = torch.empty(batch, n_blk, N, seg_len, **part) if C.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
     dD = torch.empty(n_seg, batch, dim, **f32) if D is not None else None
     dbias = torch.empty(n_seg, batch, dim, **f32) if delta_bias is not None else None
-    carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]
+    carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]  # state gradients, double-buffered
     # bwd_asm: inline PTX (1: dB/dC channel sums, 2: the state gradient's reverse scan, 3: both) that assumes the
     # tile layout 16-bit loads with contiguous steps get on [8, 32] tiles and one warp; anywhere else Triton's code
     seq = [t for t in (u, delta, z, dy, B, C) if t is not None and t.dim() == 3]
     asm = bool(c["bwd_asm"] and _fast_exp(u) and (BD, T, c["bwd_warps"]) == (8, 32, 1)
-               and all(t.dtype in (torch.float16, torch.bfloat16) and t.stride(-1) == 1 for t in seq))  # state gradients, double-buffered
+               and all(t.dtype in (torch.float16, torch.bfloat16) and t.stride(-1) == 1 for t in seq))
     zz = z if z is not None else u
     g_in = dlast
     for s in range(n_seg - 1, -1, -1):
@@ -155,9 +157,9 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
             num_warps=c["bwd_warps"], **extra)
         steps = slice(c0 * T, min(L, (c0 + count) * T))
         if B.dim() == 3:  # this segment's dB, dC: fixed-order sums of the partials (deterministic)
-            _sum_partials(dBp, dB[..., steps])
+            _sum_partials(dBp, dB[..., steps], c["bwd_sum_kb"])
         if C.dim() == 3:
-            _sum_partials(dCp, dC[..., steps])
+            _sum_partials(dCp, dC[..., steps], c["bwd_sum_kb"])
         g_in = dh0
     if B.dim() != 3:
         dB = dBp.sum((0, 1)).to(B.dtype)  # [dim, N]

@@ -353,3 +353,9 @@ def test_rolled_deterministic_and_equal_to_tables():
     for k in g1:
         assert torch.equal(g1[k], g2[k]), k
         torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kb", [1, 4])
+def test_partial_sums_blocks(kb):
+    """The dB/dC partials summed 1 or 4 at a time (more than the 2 channel blocks of dim 11: masked)."""
+    check(2, 11, 63, 16, torch.float32, 16, dict(SMALL, bwd_sum_kb=kb))
