@@ -25,7 +25,7 @@ from torch import nn
 
 from hybrid.kernels.causal_conv1d import causal_conv1d
 from hybrid.kernels.causal_conv1d.interface import BACKENDS as CONV_BACKENDS
-from hybrid.kernels.causal_conv1d.interface import resolve_backend as resolve_conv_backend
+from hybrid.kernels.causal_conv1d.reference import causal_conv1d_reference
 from hybrid.kernels.ssd import ssd
 from hybrid.kernels.ssd.reference import process_dt
 
@@ -116,10 +116,11 @@ class Mamba2(nn.Module):
     def _conv(self, xBC: torch.Tensor) -> torch.Tensor:
         """silu(causal conv1d(xBC)): [batch, conv_dim, L] (a transposed view) -> [batch, L, conv_dim]."""
         weight, bias = self.conv1d.weight[:, 0], self.conv1d.bias
-        if resolve_conv_backend(self.conv_backend, xBC.device) == "reference":
-            # F.conv1d's output is [batch, conv_dim, L + d_conv - 1] sliced: SiLU and its backward on that strided
-            # view take PyTorch's slow path (5x on the CPU), so they run on a contiguous copy in the layout we read
-            out = causal_conv1d(xBC, weight, bias, None, backend="reference")
+        if self.conv_backend == "reference" or (self.conv_backend == "auto" and xBC.device.type != "cuda"):
+            # auto's choice off CUDA, made here: the interface's dispatch looks triton up on every call (38 us on the
+            # CPU). F.conv1d's output is [batch, conv_dim, L + d_conv - 1] sliced: SiLU and its backward on that
+            # strided view take PyTorch's slow path (5x on the CPU), so they run on a contiguous copy
+            out = causal_conv1d_reference(xBC, weight, bias, None)
             return F.silu(out.transpose(1, 2).contiguous())
         return causal_conv1d(xBC, weight, bias, "silu", backend=self.conv_backend).transpose(1, 2)
 
