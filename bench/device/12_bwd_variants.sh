@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue 12, device call 3: our scan's backward variants (CONFIG keys: the rolled kernel bwd_kernel=1, its unroll,
-# prefetch, register cap, tiles, 16-bit partials, fewer launches) against today's default and mamba-ssm's scan, side
+# prefetch, inline PTX, register cap, tiles, 16-bit partials, launches) against today's default and mamba-ssm's scan, side
 # by side in one process: fwd+bwd ms and peak MiB at L = 1K, 4K, 16K (64K while the budget lasts), batch 8, dim 2048,
 # N 16, bf16, the block's layout; each variant's gradients checked against the fp32 reference on the GPU first.
 # Run from the repo root with .whl carried (mamba-ssm built before it, if at all: its import is guarded).
@@ -11,10 +11,10 @@ T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total --format=csv,noheader
 P=bench/device/12_bwd_variants_probe.py
 el "compile the variants (parallel)"
-python3 $P --list | timeout 80 xargs -P 16 -I{} python3 $P --warm {} > /tmp/warm.log 2>&1
+python3 $P --list | timeout 75 xargs -P 16 -I{} python3 $P --warm {} > /tmp/warm.log 2>&1
 echo "warm-up exit $?"; grep -i -E "error|Traceback" /tmp/warm.log | head -5
 el "time the variants"
-timeout 105 python3 $P $OUT/scan_bwd_variants.json --budget-s 85 > $OUT/scan_bwd_variants.log 2>&1
+timeout 100 python3 $P $OUT/scan_bwd_variants.json --budget-s 80 > $OUT/scan_bwd_variants.log 2>&1
 echo "probe exit $?"
 grep -E "^check|mamba_ssm:" $OUT/scan_bwd_variants.log
 python3 $P $OUT/scan_bwd_variants.json --table  # from the rows written so far, also after a timeout

@@ -61,7 +61,7 @@ def _chan_sum_store(row, x, T: tl.constexpr):
     the launcher enables it only where that layout holds (bwd_asm=1; checked against the fp32 reference on the GPU)."""
     tt = tl.arange(0, T)
     cl = tl.arange(0, 8)
-    addr = (row + (tt // 8 * 8)[None, :] + cl[:, None]).to(tl.int64, bitcast=True)  # the step this lane keeps
+    addr = (row + (tt // 8 * 8)[None, :] + cl[:, None]).to(tl.int64)  # the step this lane keeps
     if row.dtype.element_ty == tl.float32:
         tl.inline_asm_elementwise(_ASM_F32, _ASM_ARGS, [x, addr], dtype=tl.int32, is_pure=False, pack=8)
     elif row.dtype.element_ty == tl.bfloat16:
