@@ -32,7 +32,6 @@ ASM = dict(bwd_kernel=1, bwd_asm=3)  # the rolled kernel with both inline-PTX pi
 VARIANTS = {
     "default": {},
     "default_kb1": dict(bwd_sum_kb=1),  # the partials' sum one partial at a time, as before this session
-    "half": dict(bwd_half_partials=1),
     "rolled": ROLLED,
     "rolled_pf": dict(ROLLED, bwd_prefetch=1),
     "asm": ASM,

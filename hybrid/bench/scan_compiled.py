@@ -1,4 +1,4 @@
-"""`python -m hybrid.bench scan_compiled [--config JSON ...] [--L 4096] [--kernel bwd|fwd|sum] [--dump DIR]`
+"""`python -m hybrid.bench scan_compiled [--config JSON ...] [--L 4096] [--kernel bwd|fwd|sum] [--dump DIR] [--out FILE]`
 
 Compile our selective-scan kernels for an NVIDIA sm_90 GPU on any machine (no GPU needed: `triton.compile` with a
 GPUTarget) exactly as the launcher would call them on the benchmark shapes (batch 8, dim 2048, N 16, bf16, the
@@ -6,7 +6,9 @@ block's layout; pointers 16-byte aligned, strides divisible by 16 marked so, uni
 what the compiled code does per program: TTGIR scans, reductions, layout conversions, shared-memory round trips,
 barriers; PTX warp shuffles and exponentials; registers and spills (ptxas -v); SASS instructions. No timings: these
 counts pick the variants worth a GPU's time. One line per config; `--config` may be given several times (each a dict
-with some of CONFIG's keys, e.g. '{"bwd_half_partials": 1}').
+with some of CONFIG's keys, e.g. '{"bwd_half_partials": 1}'); `--out` also writes them as long-format rows (with the
+Triton version: counts change with it). `loop_instructions` is the SASS of the innermost loop, the states loop of
+bwd_kernel=1 (None where the states are unrolled).
 """
 import argparse
 import json
@@ -117,7 +119,12 @@ def counts(k) -> dict:
         out["spill_bytes"] = int(spill.group(1)) if spill else None
         sass = subprocess.run([str(bin_dir / "cuobjdump"), "-sass", str(Path(d) / "k.o")], capture_output=True,
                               text=True).stdout
-    ins = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass)
+    lines = re.findall(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*)", sass)
+    ins = [op for _, op, _ in lines]
+    # innermost loop: the shortest backward branch (BRA to an earlier address)
+    loops = [int(a, 16) - int(m.group(1), 16) for a, op, rest in lines if op == "BRA"
+             for m in [re.search(r"0x([0-9a-f]+)", rest)] if m and int(m.group(1), 16) < int(a, 16)]
+    out["loop_instructions"] = min(loops) // 16 + 1 if len(loops) > 1 else None
     out["sass_instructions"] = len(ins)
     for op in ("SHFL", "BAR", "MUFU", "FFMA", "FMUL", "FADD", "LDG", "STG", "LDS", "STS", "FSEL"):
         out[f"sass_{op}"] = sum(1 for i in ins if i.split(".")[0] == op)
@@ -130,7 +137,9 @@ def main(argv=None) -> int:
     p.add_argument("--kernel", choices=("bwd", "fwd", "sum"), default="bwd", help="sum: the dB/dC partials' sum")
     p.add_argument("--L", type=int, default=4096)
     p.add_argument("--dump", type=Path, help="write each config's TTGIR, PTX here")
+    p.add_argument("--out", type=Path, help="also write the rows here (long-format JSON)")
     a = p.parse_args(argv)
+    rows = []
     for i, cfg in enumerate(a.config or [{}]):
         fn, args, kw = _launch_args(a.kernel, cfg, a.L)
         k = compile_sm90(fn, args, dict(kw))
@@ -139,7 +148,11 @@ def main(argv=None) -> int:
             a.dump.mkdir(parents=True, exist_ok=True)
             for ext in ("ttgir", "ptx"):
                 (a.dump / f"{a.kernel}_{i}.{ext}").write_text(k.asm[ext])
-        print(json.dumps(dict(kernel=a.kernel, config=cfg, **c)), flush=True)
+        rows.append(dict(op="compiled", kernel=a.kernel, config=cfg, L=a.L, target="sm_90", **c))
+        print(json.dumps(rows[-1]), flush=True)
+    if a.out:
+        from hybrid.bench.harness import environment, write_rows
+        write_rows(a.out, "scan_compiled", environment("cpu"), rows, shapes="batch 8, dim 2048, N 16, bf16, block")
     return 0
 
 

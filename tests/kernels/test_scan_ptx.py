@@ -116,3 +116,28 @@ def test_reverse_scan():
         for ln in range(32):
             g[ln >> 2, (ln & 3) * 8 + i] = out[i][ln]
     np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_asm_operands_get_the_assumed_layout(tmp_path):
+    """Compiled for sm_90 (on any machine; no GPU), the rolled backward with bwd_asm=3 hands the three inline-PTX
+    pieces [8, 32] tiles in the layout their lane arithmetic assumes: 8 consecutive steps a thread, 4 lanes along the
+    steps, 8 along the channels, one warp (a Triton upgrade that lays the tile out otherwise fails here)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1", OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "hybrid.bench", "scan_compiled", "--L", "1024", "--dump",
+                          str(tmp_path), "--config", json.dumps(dict(bwd_kernel=1, bwd_asm=3))],
+                         capture_output=True, text=True, env=env, timeout=300)
+    if res.returncode != 0 and "NVIDIA" not in res.stderr + res.stdout and "ptxas" in res.stderr:
+        pytest.skip(f"no NVIDIA backend to compile with: {res.stderr[-300:]}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    ttgir = (tmp_path / "bwd_0.ttgir").read_text()
+    layouts = dict(re.findall(r"^(#blocked\d*) = #ttg\.blocked<(.*)>$", ttgir, re.M))
+    used = re.findall(r"packed_element = 8 : i32, pure = \w+\} [^:]*: tensor<8x32xf32, (#blocked\d*)>", ttgir)
+    assert len(used) == 3, used
+    for name in used:
+        assert layouts[name] == ("{sizePerThread = [1, 8], threadsPerWarp = [8, 4], warpsPerCTA = [1, 1], "
+                                 "order = [1, 0]}"), layouts[name]
