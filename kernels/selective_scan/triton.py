@@ -131,7 +131,7 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     # bwd_asm: inline PTX (1: dB/dC channel sums, 2: the state gradient's reverse scan, 3: both) that assumes the
     # tile layout 16-bit loads with contiguous steps get on [8, 32] tiles and one warp; anywhere else Triton's code
     seq = [t for t in (u, delta, z, dy, B, C) if t is not None and t.dim() == 3]
-    asm = bool(c["bwd_asm"] and _fast_exp(u) and (BD, T, c["bwd_warps"]) == (8, 32, 1)
+    asm = bool(c["bwd_asm"] and _fast_exp(u) and (BD, T, c["bwd_warps"]) == (8, 32, 1) and dim % BD == 0
                and all(t.dtype in (torch.float16, torch.bfloat16) and t.stride(-1) == 1 for t in seq))
     zz = z if z is not None else u
     g_in = dlast

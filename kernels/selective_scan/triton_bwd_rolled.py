@@ -76,9 +76,11 @@ def _rev_scan_asm() -> str:
     suffix G_i (no input from later lanes) and the products P_i = a_{i+1}..a_7; across the 4 lanes: the maps
     K -> a_0 G_0 + (a_0..a_7) K composed from the last lane down (shuffles down by 1, 2 within 4 lanes), then
     K of the next lane in: g_i = G_i + P_i K. Five shuffles, where Triton's reverse scan moves every operand
-    across the lanes and back."""
+    across the lanes and back. The composed map of step lane 0 is the tile's carry out, a_0 g_0: that lane stores it
+    at $24 (the running state gradient, so no sum over the steps and no layout conversion is needed for it)."""
     cw = "0x1c1f"  # shfl.down within segments of 4 lanes
-    lines = ["{", ".reg .f32 G<8>, P<8>, al, be, al2, be2, X;", ".reg .pred ok;", "mov.f32 G7, $23;"]
+    lines = ["{", ".reg .f32 G<8>, P<8>, al, be, al2, be2, X;", ".reg .pred ok, first;", ".reg .b32 sl;",
+             "mov.f32 G7, $23;"]
     lines += [f"fma.rn.f32 G{i}, ${9 + i}, G{i + 1}, ${16 + i};" for i in range(6, -1, -1)]
     lines += ["mov.f32 P7, 0f3F800000;", "mov.f32 P6, $15;"]
     lines += [f"mul.f32 P{i}, P{i + 1}, ${9 + i};" for i in range(5, -1, -1)]
@@ -86,20 +88,24 @@ def _rev_scan_asm() -> str:
     for d in (1, 2):
         lines += [f"shfl.sync.down.b32 al2|ok, al, {d}, {cw}, -1;", f"shfl.sync.down.b32 be2, be, {d}, {cw}, -1;",
                   "@ok fma.rn.f32 be, al, be2, be;", "@ok mul.f32 al, al, al2;"]
+    lines += ["mov.u32 sl, %laneid;", "and.b32 sl, sl, 3;", "setp.eq.u32 first, sl, 0;",
+              "@first st.global.f32 [$24], be;"]
     lines += [f"shfl.sync.down.b32 X|ok, be, 1, {cw}, -1;", "@!ok mov.f32 X, 0f00000000;"]
     lines += [f"fma.rn.f32 ${i}, P{i}, X, G{i};" for i in range(8)]
     return "\n".join(lines + ["}"])
 
 
 _ASM_REV = tl.constexpr(_rev_scan_asm())
-_ASM_REV_ARGS = tl.constexpr(",".join(["=r"] * 8 + ["r"] * 16))
+_ASM_REV_ARGS = tl.constexpr(",".join(["=r"] * 8 + ["r"] * 16 + ["l"] * 8))
 
 
 @triton.jit
-def _rev_scan(a, cg):
+def _rev_scan(a, cg, carry_ptr):
     """g [8, T] with g_t = cg_t + a_{t+1} g_{t+1} (0 past the tile), by inline PTX for the [8, 32] tile's layout of
-    _chan_sum_store (enabled where it holds, as that one)."""
-    return tl.inline_asm_elementwise(_ASM_REV, _ASM_REV_ARGS, [a, cg], dtype=tl.float32, is_pure=True, pack=8)
+    _chan_sum_store (enabled where it holds, as that one); stores the carry a_0 g_0 of each channel at carry_ptr [8]
+    (every channel of the block valid: the launcher requires dim % 8 == 0)."""
+    addr = tl.broadcast_to(carry_ptr[:, None], a.shape).to(tl.int64)
+    return tl.inline_asm_elementwise(_ASM_REV, _ASM_REV_ARGS, [a, cg, addr], dtype=tl.float32, is_pure=False, pack=8)
 
 
 @triton.jit
@@ -211,11 +217,11 @@ def _bwd_rolled_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
                 y += h * Cn
             cg = dy * Cn
             cg = tl.where(last, cg + g_in[:, None], cg)
-            if ASM_SCAN:
-                g = _rev_scan(a, cg)
+            if ASM_SCAN:  # also stores the carry
+                g = _rev_scan(a, cg, carry + n)
             else:
                 _, _, g = tl.associative_scan((a, ones, cg), 1, _bwd_combine, reverse=True)
-            tl.store(carry + n, tl.sum(tl.where(first, a * g, 0.0), 1), mask=dmask)
+                tl.store(carry + n, tl.sum(tl.where(first, a * g, 0.0), 1), mask=dmask)
             gah = g * (h - b)  # g_t a_t h_{t-1}
             tl.store(dA_row + n, dA_n + tl.sum(gah * dt, 1), mask=dmask)
             S += g * Bn

@@ -70,6 +70,8 @@ def run_ptx(asm: str, operands: list) -> tuple[list, list]:
                 regs[ln][args[0]] = int(v[0]) & int(v[1])
             elif op == "setp.ne.u32":
                 regs[ln][args[0]] = int(v[0]) != int(v[1])
+            elif op == "setp.eq.u32":
+                regs[ln][args[0]] = int(v[0]) == int(v[1])
             elif op.startswith("selp"):
                 regs[ln][args[0]] = v[0] if v[2] else v[1]
             elif op.startswith("mov"):
@@ -102,7 +104,8 @@ def test_channel_sums(store):
 
 
 def test_reverse_scan():
-    """g_t = cg_t + a_{t+1} g_{t+1} over each channel's 32 steps (0 past the tile), every channel at once."""
+    """g_t = cg_t + a_{t+1} g_{t+1} over each channel's 32 steps (0 past the tile), every channel at once; the
+    carry out a_0 g_0 stored once per channel, at the channel's address."""
     rng = np.random.default_rng(1)
     a = rng.uniform(0.3, 1.0, (8, 32)).astype(np.float32)
     cg = rng.standard_normal((8, 32)).astype(np.float32)
@@ -110,12 +113,17 @@ def test_reverse_scan():
     for t in range(31, -1, -1):
         ref[:, t] = cg[:, t] + (a[:, t + 1] * ref[:, t + 1] if t < 31 else 0.0)
     lane = lambda X, i: [X[ln >> 2, (ln & 3) * 8 + i] for ln in range(32)]  # noqa: E731
-    out, _ = run_ptx(_rev_scan_asm(), [None] * 8 + [lane(a, i) for i in range(8)] + [lane(cg, i) for i in range(8)])
+    addr = [5000 + (ln >> 2) for ln in range(32)]  # _rev_scan: carry_ptr[channel], the same for its 8 steps
+    out, stores = run_ptx(_rev_scan_asm(), [None] * 8 + [lane(a, i) for i in range(8)]
+                          + [lane(cg, i) for i in range(8)] + [addr] * 8)
     g = np.zeros((8, 32))
     for i in range(8):
         for ln in range(32):
             g[ln >> 2, (ln & 3) * 8 + i] = out[i][ln]
     np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5)
+    carry = {address - 5000: v for _, address, v in stores}
+    assert len(stores) == 8 and sorted(carry) == list(range(8)), stores
+    np.testing.assert_allclose([carry[d] for d in range(8)], a[:, 0] * ref[:, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_asm_operands_get_the_assumed_layout(tmp_path):
