@@ -160,7 +160,7 @@ def test_mqar_each_key_occurs_only_as_its_pair_and_its_query(filler):
 
 
 def test_mqar_default_task_is_zoologys():
-    """The default (conf/task/mqar.yaml's) filler is the pad token 0, as Zoology's Figure 2 (random_non_queries=False)."""
+    """The default filler (conf/task/mqar.yaml) is the pad token 0, as Zoology's Figure 2 (random_non_queries=False)."""
     x, y = draw(MQARConfig(), 64, batch_size=8)
     assert (x[:, 16:][y[:, 16:] == I] == 0).all() and (x[:, :16] != 0).all()
 
