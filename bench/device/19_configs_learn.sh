@@ -2,11 +2,11 @@
 # Issue 19 item 6 (LEARN): every config in conf/model/ (not _base, not from_checkpoint) trained on the default MQAR
 # task (Zoology's: pairs, then queries among the filler token 0; length 64, 8 pairs, vocab 64) with its own defaults
 # (1000 steps, lr 3e-3, warmup 50 + cosine, bf16), all side by side on one GPU (1 CPU thread each), each cut at
-# CONFIGS_LIMIT seconds (default 250; the whole script ends within ~300 s). Besides the 8 configs, 6 contrasts at the
+# CONFIGS_LIMIT seconds (default 250; the whole script ends within ~300 s). Besides the 8 configs, 7 contrasts at the
 # same defaults: transformer_small and hybrid_small with model.tie_embeddings=true (the tied 1/sqrt(d_model) embedding
-# of commit 7738680, before the untied unit-scale default of 44d7496); transformer_small at seeds 1 and 2 (on the CPU
-# its stack left the plateau by step 200 at seed 0 but not by 250 at seed 1); hybrid_small at seed 1 and at lr 1e-3.
-# 14 trainings, 1 CPU thread each. Results under $OUT (3 files):
+# of commit 7738680, before the untied unit-scale default of 44d7496) and demo untied (it stays tied); transformer_small
+# at seeds 1 and 2 (on the CPU its stack left the plateau by step 200 at seed 0 but not by 250 at seed 1 with a
+# 300-step schedule); hybrid_small at seed 1 and at lr 1e-3. 15 trainings, 1 CPU thread each. Results under $OUT:
 #   19_configs_learn.txt  the table: val accuracy at L64 after 250/500/750/1000 steps, final L64/L128/L256, seconds
 #   19_configs_learn.csv  the same as rows (run, step, metric, value) from every run's metrics.csv
 #   19_configs_tails.log  the last lines of every run's log that did not complete or stayed below 0.9 at L64
@@ -26,6 +26,7 @@ for f in conf/model/*.yaml; do
 done
 train transformer_small+tied model=transformer_small model.tie_embeddings=true
 train hybrid_small+tied model=hybrid_small model.tie_embeddings=true
+train demo+untied model=demo model.tie_embeddings=false
 train transformer_small+seed1 model=transformer_small seed=1
 train transformer_small+seed2 model=transformer_small seed=2
 train hybrid_small+seed1 model=hybrid_small seed=1
@@ -67,5 +68,5 @@ with open(out / "19_configs_learn.csv", "w", newline="") as f:
     csv.writer(f).writerows([("run", "step", "metric", "value")] + rows)
 (out / "19_configs_tails.log").write_text("\n".join(tails) + "\n")
 PY
-echo "== every model config on the default MQAR task (1000 steps, 14 runs side by side on one GPU; @N: val acc L64 at step N):"
+echo "== every model config on the default MQAR task (1000 steps, 15 runs side by side; @N: val acc L64 at step N):"
 cat "$OUT/19_configs_learn.txt"
