@@ -89,6 +89,17 @@ def ours(cfg):
     return lambda x: selective_scan_triton(**x, delta_softplus=True, config=cfg)
 
 
+def fastest(rows):
+    """The variant of ours with the smallest summed fwd+bwd time over the lengths every checked variant reached
+    (its gradient check passed), or None."""
+    ok = {r["variant"] for r in rows if r["kind"] == "check" and r.get("max_rel_err", 1) < 5e-2} & set(VARIANTS)
+    timed = [r for r in rows if r["kind"] == "time" and r.get("median_ms") and r["variant"] in ok]
+    lengths = {L for L in {r["L"] for r in timed} if all(any(r["variant"] == v and r["L"] == L for r in timed)
+                                                          for v in ok)}
+    totals = {v: sum(r["median_ms"] for r in timed if r["variant"] == v and r["L"] in lengths) for v in ok}
+    return min(totals, key=totals.get) if lengths else None
+
+
 def table(rows, names):
     """Print fwd+bwd ms and peak MiB per variant and L, with ratios to mamba-ssm's where it ran, and each variant's
     largest gradient error."""
@@ -186,6 +197,10 @@ def main() -> int:
         del x
         if dev == "cuda":
             torch.cuda.empty_cache()
+    best = fastest(rows)
+    if best:  # for a later step of the same device call (e.g. the model bench's --config)
+        json.dump(VARIANTS[best], open("/tmp/scan_bwd_best.json", "w"))
+        print(f"best: {best} {json.dumps(VARIANTS[best])} (written to /tmp/scan_bwd_best.json)", flush=True)
     print("done", flush=True)
     return 0
 
