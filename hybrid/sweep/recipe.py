@@ -17,8 +17,8 @@ A recipe names the overrides of its multirun and how to plot it:
 recipe's setting of that key (a sweep `a,b` becomes an axis, a single value a fixed setting).
 
 Run directories: <sweep dir>/<point>, the sweep dir `multirun/<recipe>/<profile>` (with `-<hash>` of the extra
-overrides when there are any), each point named by its axis values only (`model=mamba_small,seed=0`: the fixed
-overrides are left out of the names, so they stay short). A re-run of the same command finds every point's
+overrides when there are any, resource settings such as threads= and gpu_points= left out), each point named by its
+axis values only (`model=mamba_small,seed=0`: the fixed overrides are left out of the names, so they stay short). A re-run of the same command finds every point's
 run directory, skips completed points and resumes killed ones.
 """
 import hashlib
@@ -31,6 +31,11 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from hybrid.sweep import naming
+
+# How a point runs, not what it computes: left out of the sweep dir's hash, so the same sweep with more points at
+# once or other threads finds its completed points (as in conf/train.yaml's override_dirname exclude_keys)
+RESOURCE_KEYS = ("threads", "gpu_points", "progress_bar_every", "resume", "trainer.accelerator", "trainer.devices",
+                 "trainer.enable_progress_bar", "lit.progress_every_s")
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -236,8 +241,9 @@ def plan(recipe: Recipe | str | Path, args: list[str] = (), profile: str | None 
     sweep_dir = next((Path(h.split("=", 1)[1]) for h in hydra_args if h.startswith("hydra.sweep.dir=")), None)
     if sweep_dir is None:
         leaf = profile
-        if extra:
-            leaf += "-" + hashlib.sha1(" ".join(sorted(extra)).encode()).hexdigest()[:8]
+        identity = [a for a in extra if bare(a.partition("=")[0]) not in RESOURCE_KEYS]
+        if identity:
+            leaf += "-" + hashlib.sha1(" ".join(sorted(identity)).encode()).hexdigest()[:8]
         sweep_dir = Path(base_dir) / recipe.name / leaf
     if fixed.get("logger") == "wandb":  # W&B: the points grouped under the sweep's name, tagged recipe and profile
         fixed.setdefault("logger.wandb.group", f"{recipe.name}-{sweep_dir.name}")

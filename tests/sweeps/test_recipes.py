@@ -78,3 +78,14 @@ def test_a_sweep_dir_made_with_other_fixed_settings_is_refused(tmp_path):
     other = sweep.plan("selective_copying", [f"hydra.sweep.dir={tmp_path}", "model.d_model=32"])
     with pytest.raises(ValueError, match=r"other fixed settings \(differing: \['model.d_model'\]\)"):
         sweep.claim(other)
+
+
+def test_resource_settings_leave_the_sweep_dir_alone():
+    """threads=, gpu_points= and the like change how points run, not what they compute: a re-run with more points
+    at once finds the completed ones in the same sweep dir."""
+    plain = sweep.plan("mqar_vs_width", profile="cpu").sweep_dir
+    assert plain.name == "cpu"
+    assert sweep.plan("mqar_vs_width", ["gpu_points=20", "threads=1", "hydra/launcher=local",
+                                        "hydra.launcher.n_jobs=3"], profile="cpu").sweep_dir == plain
+    assert sweep.plan("mqar_vs_width", ["gpu_points=20", "seed=1"], profile="cpu").sweep_dir \
+        == sweep.plan("mqar_vs_width", ["seed=1"], profile="cpu").sweep_dir != plain
