@@ -1,4 +1,4 @@
-"""`python -m hybrid.bench scan_compiled [--config JSON ...] [--L 4096] [--kernel bwd|fwd|sum] [--dump DIR] [--out FILE]`
+"""`python -m hybrid.bench scan_compiled [--config JSON ...] [--L N] [--kernel bwd|fwd|sum] [--dump DIR] [--out FILE]`
 
 Compile our selective-scan kernels for an NVIDIA sm_90 GPU on any machine (no GPU needed: `triton.compile` with a
 GPUTarget) exactly as the launcher would call them on the benchmark shapes (batch 8, dim 2048, N 16, bf16, the
