@@ -33,11 +33,11 @@ VARIANTS = {
     "default": {},
     "default_kb1": dict(bwd_sum_kb=1),  # the partials' sum one partial at a time, as before this session
     "rolled": ROLLED,
-    "rolled_pf": dict(ROLLED, bwd_prefetch=1),
     "asm": ASM,
     "asm_pf": dict(ASM, bwd_prefetch=1),
     "asm_u2": dict(ASM, bwd_unroll=2),
     "asm_r128": dict(ASM, bwd_maxnreg=128),
+    "asm7_r128": dict(ASM, bwd_asm=7, bwd_maxnreg=128),
     "asm_r96": dict(ASM, bwd_maxnreg=96),
     "asm_pf_r128": dict(ASM, bwd_prefetch=1, bwd_maxnreg=128),
     "asm_r128_half": dict(ASM, bwd_maxnreg=128, bwd_half_partials=1),

@@ -33,7 +33,8 @@ from hybrid.kernels.selective_scan.triton_bwd_rolled import _bwd_rolled_kernel
 # bwd_kernel: 0 the backward with per-state register tables and the states loop unrolled (triton_kernels.py), 1 the
 # rolled one (triton_bwd_rolled.py: per-state values in memory, fewer registers), unrolled bwd_unroll times;
 # bwd_prefetch (bwd_kernel=1): 1 issues each state's loads one state ahead; bwd_asm (bwd_kernel=1): inline PTX where
-# the default tile applies (see _bwd), 1: dB/dC channel sums, 2: the reverse scan, 3: both; bwd_maxnreg: 0, or a cap
+# the default tile applies (see _bwd), bits 1: dB/dC channel sums, 2: the reverse scan, 4: the forward recomputation's
+# scan (7: all); bwd_maxnreg: 0, or a cap
 # on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
 # Defaults: the fastest of the H100 sweep (bench/results/scan_h100_notes.md), forward and backward timed apart.
 CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0,
@@ -128,8 +129,9 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     dD = torch.empty(n_seg, batch, dim, **f32) if D is not None else None
     dbias = torch.empty(n_seg, batch, dim, **f32) if delta_bias is not None else None
     carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]  # state gradients, double-buffered
-    # bwd_asm: inline PTX (1: dB/dC channel sums, 2: the state gradient's reverse scan, 3: both) that assumes the
-    # tile layout 16-bit loads with contiguous steps get on [8, 32] tiles and one warp; anywhere else Triton's code
+    # bwd_asm: inline PTX (bits 1: dB/dC channel sums, 2: the state gradient's reverse scan, 4: the recomputed
+    # states' scan) that assumes the tile layout 16-bit loads with contiguous steps get on [8, 32] tiles and one
+    # warp; anywhere else Triton's code
     seq = [t for t in (u, delta, z, dy, B, C) if t is not None and t.dim() == 3]
     asm = bool(c["bwd_asm"] and _fast_exp(u) and (BD, T, c["bwd_warps"]) == (8, 32, 1) and dim % BD == 0
                and all(t.dtype in (torch.float16, torch.bfloat16) and t.stride(-1) == 1 for t in seq))
@@ -141,7 +143,8 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
         dh0 = carry[s % 2]
         kernel, extra = ((_bwd_rolled_kernel, dict(UNROLL=c["bwd_unroll"], PREFETCH=bool(c["bwd_prefetch"]),
                                                     ASM_SUM=asm and bool(c["bwd_asm"] & 1),
-                                                    ASM_SCAN=asm and bool(c["bwd_asm"] & 2)))
+                                                    ASM_SCAN=asm and bool(c["bwd_asm"] & 2),
+                                                    ASM_FWD=asm and bool(c["bwd_asm"] & 4)))
                          if c["bwd_kernel"] else (_bwd_kernel, {}))
         if c["bwd_maxnreg"]:
             extra["maxnreg"] = c["bwd_maxnreg"]
@@ -248,8 +251,9 @@ def make_cfg(chunk_size=None, config=None) -> list[int]:
         c["chunk"] = chunk_size
     for k, v in c.items():
         if k == "bwd_asm":
-            if v not in (0, 1, 2, 3):
-                raise ValueError(f"selective_scan_triton: bwd_asm={v}; allowed: 0, 1, 2, 3")
+            if v not in range(8):
+                raise ValueError(f"selective_scan_triton: bwd_asm={v}; allowed: 0..7 (bits: 1 dB/dC channel sums, "
+                                 f"2 the reverse scan, 4 the forward recomputation's scan)")
         elif k in ("bwd_half_partials", "bwd_kernel", "bwd_prefetch"):
             if v not in (0, 1):
                 raise ValueError(f"selective_scan_triton: {k}={v}; allowed: 0 or 1")

@@ -108,6 +108,38 @@ def _rev_scan(a, cg, carry_ptr):
     return tl.inline_asm_elementwise(_ASM_REV, _ASM_REV_ARGS, [a, cg, addr], dtype=tl.float32, is_pure=False, pack=8)
 
 
+def _fwd_scan_asm() -> str:
+    """PTX for _fwd_scan: h_t = a_t h_{t-1} + b_t over the tile from h_in (the state entering it), a in $8..$15,
+    b in $16..$23, h_in in $24 (the channel's, the same in all 8), h out in $0..$7, for _rev_scan's layout. In the
+    thread: the local prefix H_i (zero input) and the products P_i = a_0..a_i; across the 4 step lanes the maps
+    x -> P_7 x + H_7 composed from lane 0 up (shuffles up by 1, 2 within 4 lanes), then the state at the previous
+    lane's end in: h_i = H_i + P_i x (x = h_in on step lane 0). Five shuffles, and h_in needs no select."""
+    cw = "0x1c00"  # shfl.up within segments of 4 lanes
+    lines = ["{", ".reg .f32 H<8>, P<8>, al, be, al2, be2, Y, X;", ".reg .pred ok;", "mov.f32 H0, $16;",
+             "mov.f32 P0, $8;"]
+    lines += [f"fma.rn.f32 H{i}, ${8 + i}, H{i - 1}, ${16 + i};" for i in range(1, 8)]
+    lines += [f"mul.f32 P{i}, P{i - 1}, ${8 + i};" for i in range(1, 8)]
+    lines += ["mov.f32 al, P7;", "mov.f32 be, H7;"]
+    for d in (1, 2):
+        lines += [f"shfl.sync.up.b32 al2|ok, al, {d}, {cw}, -1;", f"shfl.sync.up.b32 be2, be, {d}, {cw}, -1;",
+                  "@ok fma.rn.f32 be, al, be2, be;", "@ok mul.f32 al, al, al2;"]
+    lines += ["fma.rn.f32 Y, al, $24, be;", f"shfl.sync.up.b32 X|ok, Y, 1, {cw}, -1;", "@!ok mov.f32 X, $24;"]
+    lines += [f"fma.rn.f32 ${i}, P{i}, X, H{i};" for i in range(8)]
+    return "\n".join(lines + ["}"])
+
+
+_ASM_FWD = tl.constexpr(_fwd_scan_asm())
+_ASM_FWD_ARGS = tl.constexpr(",".join(["=r"] * 8 + ["r"] * 24))
+
+
+@triton.jit
+def _fwd_scan(a, b, h_in):
+    """h [8, T] with h_t = a_t h_{t-1} + b_t from h_in [8] (the states entering the tile), by inline PTX for the
+    [8, 32] tile's layout of _chan_sum_store (enabled where it holds, as that one)."""
+    h0 = tl.broadcast_to(h_in[:, None], a.shape)
+    return tl.inline_asm_elementwise(_ASM_FWD, _ASM_FWD_ARGS, [a, b, h0], dtype=tl.float32, is_pure=True, pack=8)
+
+
 @triton.jit
 def _state_loads(A_ptr, B_ptr, C_ptr, b_row, c_row, h_tile, carry, dA_row, n, dd64, s_a0, s_a1, s_b0, s_b1, s_c0, s_c1,
                  tg, rep, mt, dmask, B_SEL: tl.constexpr, C_SEL: tl.constexpr):
@@ -132,7 +164,8 @@ def _bwd_rolled_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
                        B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
                        HAS_BIAS: tl.constexpr, HAS_DLAST: tl.constexpr, SOFTPLUS: tl.constexpr,
                        FAST_EXP: tl.constexpr, HALF_PARTIALS: tl.constexpr, UNROLL: tl.constexpr,
-                       PREFETCH: tl.constexpr, ASM_SUM: tl.constexpr, ASM_SCAN: tl.constexpr):
+                       PREFETCH: tl.constexpr, ASM_SUM: tl.constexpr, ASM_SCAN: tl.constexpr,
+                       ASM_FWD: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     dd = tl.program_id(1) * BD + tl.arange(0, BD)
     dmask = dd < dim
@@ -212,7 +245,10 @@ def _bwd_rolled_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias
                                                            dmask, B_SEL, C_SEL)
             a = _exp2(dt * (A * LOG2E)[:, None], FAST_EXP)
             b = dtu * Bn
-            _, h = tl.associative_scan((a, tl.where(first, b + a * h_in[:, None], b)), 1, _fwd_combine)
+            if ASM_FWD:
+                h = _fwd_scan(a, b, h_in)
+            else:
+                _, h = tl.associative_scan((a, tl.where(first, b + a * h_in[:, None], b)), 1, _fwd_combine)
             if HAS_Z:
                 y += h * Cn
             cg = dy * Cn

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("triton")
 
-from hybrid.kernels.selective_scan.triton_bwd_rolled import _chan_sum_asm, _rev_scan_asm  # noqa: E402
+from hybrid.kernels.selective_scan.triton_bwd_rolled import _chan_sum_asm, _fwd_scan_asm, _rev_scan_asm  # noqa: E402
 
 
 def _imm(tok):
@@ -50,12 +50,15 @@ def run_ptx(asm: str, operands: list) -> tuple[list, list]:
             dst, pred = (dst.split("|") + [None])[:2]
             source = [val(ln, src) for ln in range(32)]
             for ln in range(32):
+                seg, clamp = (c >> 8) & 31, c & 31  # c = segment mask << 8 | clamp
                 if ".bfly" in op:
                     j, ok = ln ^ b, True
-                else:  # .down within segments: c = segment mask << 8 | clamp
-                    seg, clamp = (c >> 8) & 31, c & 31
+                elif ".down" in op:
                     j = ln + b
                     ok = j <= ((ln & seg) | (clamp & ~seg))
+                else:  # .up
+                    j = ln - b
+                    ok = j >= ((ln & seg) | (clamp & ~seg))
                 regs[ln][dst] = np.float32(source[j] if ok else source[ln])
                 if pred:
                     regs[ln][pred] = ok
@@ -126,9 +129,31 @@ def test_reverse_scan():
     np.testing.assert_allclose([carry[d] for d in range(8)], a[:, 0] * ref[:, 0], rtol=1e-5, atol=1e-6)
 
 
+def test_forward_scan():
+    """h_t = a_t h_{t-1} + b_t over each channel's 32 steps from the channel's entering state h_in."""
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.3, 1.0, (8, 32)).astype(np.float32)
+    b = rng.standard_normal((8, 32)).astype(np.float32)
+    h_in = rng.standard_normal(8).astype(np.float32)
+    ref = np.zeros((8, 32))
+    h = h_in.astype(np.float64)
+    for t in range(32):
+        h = a[:, t] * h + b[:, t]
+        ref[:, t] = h
+    lane = lambda X, i: [X[ln >> 2, (ln & 3) * 8 + i] for ln in range(32)]  # noqa: E731
+    out, stores = run_ptx(_fwd_scan_asm(), [None] * 8 + [lane(a, i) for i in range(8)]
+                          + [lane(b, i) for i in range(8)] + [[h_in[ln >> 2] for ln in range(32)]] * 8)
+    got = np.zeros((8, 32))
+    for i in range(8):
+        for ln in range(32):
+            got[ln >> 2, (ln & 3) * 8 + i] = out[i][ln]
+    assert not stores
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_asm_operands_get_the_assumed_layout(tmp_path):
-    """Compiled for sm_90 (on any machine; no GPU), the rolled backward with bwd_asm=3 hands the three inline-PTX
-    pieces [8, 32] tiles in the layout their lane arithmetic assumes: 8 consecutive steps a thread, 4 lanes along the
+    """Compiled for sm_90 (on any machine; no GPU), the rolled backward with bwd_asm=7 hands the inline-PTX pieces
+    (the forward and reverse scans, the two channel sums) [8, 32] tiles in the layout their lane arithmetic assumes: 8 consecutive steps a thread, 4 lanes along the
     steps, 8 along the channels, one warp (a Triton upgrade that lays the tile out otherwise fails here)."""
     import json
     import os
@@ -137,7 +162,7 @@ def test_asm_operands_get_the_assumed_layout(tmp_path):
 
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1", OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, "-m", "hybrid.bench", "scan_compiled", "--L", "1024", "--dump",
-                          str(tmp_path), "--config", json.dumps(dict(bwd_kernel=1, bwd_asm=3))],
+                          str(tmp_path), "--config", json.dumps(dict(bwd_kernel=1, bwd_asm=7))],
                          capture_output=True, text=True, env=env, timeout=300)
     if res.returncode != 0 and "NVIDIA" not in res.stderr + res.stdout and "ptxas" in res.stderr:
         pytest.skip(f"no NVIDIA backend to compile with: {res.stderr[-300:]}")
@@ -145,7 +170,7 @@ def test_asm_operands_get_the_assumed_layout(tmp_path):
     ttgir = (tmp_path / "bwd_0.ttgir").read_text()
     layouts = dict(re.findall(r"^(#blocked\d*) = #ttg\.blocked<(.*)>$", ttgir, re.M))
     used = re.findall(r"packed_element = 8 : i32, pure = \w+\} [^:]*: tensor<8x32xf32, (#blocked\d*)>", ttgir)
-    assert len(used) == 3, used
+    assert len(used) == 4, used
     for name in used:
         assert layouts[name] == ("{sizePerThread = [1, 8], threadsPerWarp = [8, 4], warpsPerCTA = [1, 1], "
                                  "order = [1, 0]}"), layouts[name]

@@ -251,7 +251,7 @@ def test_no_grad_saves_nothing_and_matches():
     (dict(config=dict(bwd_half_partials=2)), "bwd_half_partials=2"),
     (dict(config=dict(bwd_kernel=2)), "bwd_kernel=2"),
     (dict(config=dict(bwd_unroll=3)), "bwd_unroll=3"),
-    (dict(config=dict(bwd_asm=4)), "bwd_asm=4"),
+    (dict(config=dict(bwd_asm=8)), "bwd_asm=8"),
     (dict(config=dict(bwd_prefetch=2)), "bwd_prefetch=2"),
     (dict(config=dict(bwd_maxnreg=300)), "bwd_maxnreg=300"),
 ])
@@ -314,7 +314,7 @@ ROLLED = dict(SMALL, bwd_kernel=1)
 # rolled-kernel options: unrolled 1 or 4 times (N 3: a remainder), loads one state ahead; bwd_asm (inline PTX) runs
 # only compiled on an NVIDIA GPU: here it must fall back to the Triton code and give the same result
 ROLLED_OPTS = {"u1": dict(bwd_unroll=1), "u4": dict(bwd_unroll=4), "prefetch": dict(bwd_prefetch=1),
-               "prefetch-u2-asm": dict(bwd_prefetch=1, bwd_unroll=2, bwd_asm=3)}
+               "prefetch-u2-asm": dict(bwd_prefetch=1, bwd_unroll=2, bwd_asm=7)}
 
 
 @pytest.mark.parametrize("case", ["b2-d5-L63-N16", "b3-d5-L1-N3"])
