@@ -36,9 +36,12 @@ from hybrid.kernels.selective_scan.triton_bwd_rolled import _bwd_rolled_kernel
 # the default tile applies (see _bwd), bits 1: dB/dC channel sums, 2: the reverse scan, 4: the forward recomputation's
 # scan (7: all); bwd_maxnreg: 0, or a cap
 # on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
-# Defaults: the fastest of the H100 sweep (bench/results/scan_h100_notes.md), forward and backward timed apart.
+# Defaults: the tiles of the H100 sweep (bench/results/scan_h100_notes.md); the rolled backward with prefetch, the
+# fastest variant timed on the H200 (bench/results/scan_bwd_variants_h200.json: fwd+bwd 3.27 / 7.96 / 25.68 / 97.97 ms
+# at L 1K / 4K / 16K / 64K vs 4.22 / 10.74 / 36.40 / 140.54 with bwd_kernel=0; a pure-Mamba LM +14% tokens/s,
+# bench/results/model_cuda_scan_bwd_h200.json). bwd_asm is compiled and emulator-tested only: not timed on a GPU yet.
 CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0,
-              bwd_kernel=0, bwd_unroll=1, bwd_prefetch=0, bwd_asm=0, bwd_maxnreg=0, bwd_sum_kb=32)
+              bwd_kernel=1, bwd_unroll=1, bwd_prefetch=1, bwd_asm=0, bwd_maxnreg=0, bwd_sum_kb=32)
 _KEYS = tuple(CONFIG)
 
 

@@ -309,6 +309,7 @@ def test_torch_compile_fullgraph():
 
 
 ROLLED = dict(SMALL, bwd_kernel=1)
+TABLES = dict(SMALL, bwd_kernel=0, bwd_prefetch=0)  # the unrolled backward with register tables (default till now)
 
 
 # rolled-kernel options: unrolled 1 or 4 times (N 3: a remainder), loads one state ahead; bwd_asm (inline PTX) runs
@@ -323,6 +324,13 @@ def test_rolled_backward(case, opts):
     """bwd_kernel=1 (states loop rolled, per-state carries in memory) against float64, with each option."""
     batch, dim, L, N, chunk = CASES[case]
     check(batch, dim, L, N, torch.float32, chunk, dict(ROLLED, **ROLLED_OPTS[opts]))
+
+
+@pytest.mark.parametrize("case", ["b2-d5-L63-N16", "b3-d5-L1-N3"])
+def test_tables_backward(case):
+    """bwd_kernel=0 (states loop unrolled, per-state register tables) against float64."""
+    batch, dim, L, N, chunk = CASES[case]
+    check(batch, dim, L, N, torch.float32, chunk, TABLES)
 
 
 @pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False)], ids=["ltiB", "ltiC"])
@@ -350,7 +358,7 @@ def test_rolled_deterministic_and_equal_to_tables():
     gy, glast = torch.randn(2, 8, 40, generator=gen).to(DEVICE), torch.randn(2, 8, 16, generator=gen).to(DEVICE)
     _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
     _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
-    _, _, g0 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=SMALL)
+    _, _, g0 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=TABLES)
     for k in g1:
         assert torch.equal(g1[k], g2[k]), f"d{k}: two rolled backward passes differ"
         torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-5, msg=lambda m: f"d{k}, rolled vs tables: {m}")
