@@ -49,7 +49,8 @@ def git_state(repo: Path | None = None) -> dict:
         head = git("rev-parse", "HEAD")
         if head.returncode:
             return {"commit": None, "dirty": None}
-        return {"commit": head.stdout.strip(), "dirty": bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())}
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty)}
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
 

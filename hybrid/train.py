@@ -54,7 +54,6 @@ def summary_table(metrics: dict, run_dir: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
-
 def progress_bar(cfg: DictConfig) -> list:
     """The progress bar, refreshed every `progress_bar_every` steps: each refresh reads the logged metrics (a host
     sync), which Lightning's default of every step pays on every step. [] when the bar is off."""
@@ -64,6 +63,7 @@ def progress_bar(cfg: DictConfig) -> list:
     if every < 1:
         raise ValueError(f"progress_bar_every={every}; must be >= 1 (steps between progress-bar refreshes)")
     return [TQDMProgressBar(refresh_rate=every)]
+
 
 def train(cfg: DictConfig) -> dict:
     """Train, evaluate and record one run. Returns the result (also written to run_dir/result.json)."""

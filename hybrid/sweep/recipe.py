@@ -18,8 +18,8 @@ recipe's setting of that key (a sweep `a,b` becomes an axis, a single value a fi
 
 Run directories: <sweep dir>/<point>, the sweep dir `multirun/<recipe>/<profile>` (with `-<hash>` of the extra
 overrides when there are any, resource settings such as threads= and gpu_points= left out), each point named by its
-axis values only (`model=mamba_small,seed=0`: the fixed overrides are left out of the names, so they stay short). A re-run of the same command finds every point's
-run directory, skips completed points and resumes killed ones.
+axis values only (`model=mamba_small,seed=0`: the fixed overrides are left out of the names, so they stay short).
+A re-run of the same command finds every point's run directory, skips completed points and resumes killed ones.
 """
 import hashlib
 import json
@@ -109,7 +109,8 @@ def load(path: str | Path) -> Recipe:
     for name, profile in profiles.items():
         bad = set(profile or {}) - PROFILE_KEYS
         if bad:
-            raise ValueError(f"{path}: profile {name!r} has unknown keys {sorted(bad)}; allowed: {sorted(PROFILE_KEYS)}")
+            raise ValueError(f"{path}: profile {name!r} has unknown keys {sorted(bad)}; "
+                             f"allowed: {sorted(PROFILE_KEYS)}")
     default = data.get("default_profile", "quick" if "quick" in profiles else next(iter(profiles)))
     if default not in profiles:
         raise ValueError(f"{path}: default_profile {default!r} is not one of the profiles {sorted(profiles)}")
