@@ -51,13 +51,9 @@ def with_grads(fn, inputs, weights, device):
     return y, state, {k: v.grad for k, v in leaves.items()}
 
 
-@pytest.mark.parametrize("L,chunk,heads,groups", [(1, 64, 1, 1), (63, 64, 3, 1), (300, 64, 3, 3), (40, 16, 4, 2),
-                                                  (37, 128, 2, 2), (21, 4, 2, 1)])
-def test_outputs_states_and_every_gradient_match_the_recurrence(L, chunk, heads, groups):
-    inputs = make_inputs(2, L, heads, 5, groups, 3, seed=L + heads)
-    g = torch.Generator().manual_seed(2)
-    weights = (torch.randn(2, L, heads, 5, generator=g, dtype=torch.float64),
-               torch.randn(2, heads, 5, 3, generator=g, dtype=torch.float64))
+def triton_vs_float64(inputs, weights, chunk):
+    """Our Triton SSD (fp32) and the float64 sequential recurrence on the same inputs: their outputs and final
+    states compared (dtype fp32, within TOL); returns (grads, grads64) for the gradient checks."""
     opts = dict(dt_softplus=True, return_final_states=True)
     y, state, grads = with_grads(lambda **t: ssd(**t, chunk_size=chunk, backend="triton", **opts), inputs, weights,
                                  DEVICE)
@@ -65,6 +61,17 @@ def test_outputs_states_and_every_gradient_match_the_recurrence(L, chunk, heads,
                                        {k: v.double() for k, v in inputs.items()}, weights, "cpu")
     assert y.dtype == torch.float32 and state.dtype == torch.float32
     assert rel_err(y.cpu(), y64) < TOL[torch.float32] and rel_err(state.cpu(), state64) < TOL[torch.float32]
+    return grads, grads64
+
+
+@pytest.mark.parametrize("L,chunk,heads,groups", [(1, 64, 1, 1), (63, 64, 3, 1), (300, 64, 3, 3), (40, 16, 4, 2),
+                                                  (37, 128, 2, 2), (21, 4, 2, 1)])
+def test_outputs_states_and_every_gradient_match_the_recurrence(L, chunk, heads, groups):
+    inputs = make_inputs(2, L, heads, 5, groups, 3, seed=L + heads)
+    g = torch.Generator().manual_seed(2)
+    weights = (torch.randn(2, L, heads, 5, generator=g, dtype=torch.float64),
+               torch.randn(2, heads, 5, 3, generator=g, dtype=torch.float64))
+    grads, grads64 = triton_vs_float64(inputs, weights, chunk)
     for name in NAMES:
         assert grads[name] is not None, name
         assert rel_err(grads[name].cpu(), grads64[name]) < TOL[torch.float32], name
@@ -77,12 +84,7 @@ def test_production_tiles_four_row_blocks_per_chunk():
     g = torch.Generator().manual_seed(4)
     weights = (torch.randn(1, 300, 2, 64, generator=g, dtype=torch.float64),
                torch.randn(1, 2, 64, 128, generator=g, dtype=torch.float64))
-    opts = dict(dt_softplus=True, return_final_states=True)
-    y, state, grads = with_grads(lambda **t: ssd(**t, chunk_size=256, backend="triton", **opts), inputs, weights,
-                                 DEVICE)
-    y64, state64, grads64 = with_grads(lambda **t: ssd_sequential(**t, **opts),
-                                       {k: v.double() for k, v in inputs.items()}, weights, "cpu")
-    assert rel_err(y.cpu(), y64) < TOL[torch.float32] and rel_err(state.cpu(), state64) < TOL[torch.float32]
+    grads, grads64 = triton_vs_float64(inputs, weights, 256)
     for name in NAMES:
         # dA and d dt_bias sum d acs over every position; d acs is a row part minus a column part that mostly cancel,
         # so their fp32 error grows with N * head_dim * L: measured 1.9e-5 and 1.8e-5 here (the reference: 6e-7)
@@ -156,12 +158,7 @@ def test_strong_decay_over_long_chunks(dt_shift, A_range, L):
                   initial_states=torch.randn(batch, heads, p, N, generator=g))
     weights = (torch.randn(batch, L, heads, p, generator=g, dtype=torch.float64),
                torch.randn(batch, heads, p, N, generator=g, dtype=torch.float64))
-    opts = dict(dt_softplus=True, return_final_states=True)
-    y, state, grads = with_grads(lambda **t: ssd(**t, chunk_size=256, backend="triton", **opts), inputs, weights,
-                                 DEVICE)
-    y64, state64, grads64 = with_grads(lambda **t: ssd_sequential(**t, **opts),
-                                       {k: v.double() for k, v in inputs.items()}, weights, "cpu")
-    assert rel_err(y.cpu(), y64) < TOL[torch.float32] and rel_err(state.cpu(), state64) < TOL[torch.float32]
+    grads, grads64 = triton_vs_float64(inputs, weights, 256)
     tiny = torch.finfo(torch.float32).tiny  # the initial state's gradient underflows with dt ~ 6: fp32 holds no more
     for name, want in grads64.items():
         got = grads[name].cpu()
