@@ -25,15 +25,16 @@ import yaml
 
 from hybrid.checks import UsageError
 
+# How a run runs, not what it computes: also left out of a recipe's sweep-dir hash (hybrid/sweep/recipe.py)
+RUN_SETTINGS = ("resume", "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar", "threads",
+                "gpu_points", "progress_bar_every", "lit.progress_every_s")
 # Keys a resumed run may change freely: they decide what is evaluated, logged or where it runs, never the weights
 # or the data stream the weights see. Anything else (model, optimizer, schedule, max_steps, precision, data...)
 # changes what the checkpoint's weights mean, and is refused unless resume=force.
 EVALUATION_ONLY = (
-    "run_dir", "resume", "checkpoint_every", "logger", "logger.*",
-    "trainer.accelerator", "trainer.devices", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.log_every_n_steps", "trainer.val_check_interval", "trainer.limit_val_batches",
-    "trainer.num_sanity_val_steps",
-    "trainer.limit_test_batches", "threads", "gpu_points", "progress_bar_every", "lit.progress_every_s",
+    *RUN_SETTINGS, "run_dir", "checkpoint_every", "logger", "logger.*",
+    "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.val_check_interval",
+    "trainer.limit_val_batches", "trainer.num_sanity_val_steps", "trainer.limit_test_batches",
     "lit.finite_check_every",
     "task.eval_lengths", "task.eval_depths", "task.eval_num_kv_pairs", "task.eval_chunk", "data.eval_batches",
     "data.eval_batch_size",

@@ -30,12 +30,8 @@ from pathlib import Path
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from hybrid.rundir import RUN_SETTINGS
 from hybrid.sweep import naming
-
-# How a point runs, not what it computes: left out of the sweep dir's hash, so the same sweep with more points at
-# once or other threads finds its completed points (as in conf/train.yaml's override_dirname exclude_keys)
-RESOURCE_KEYS = ("threads", "gpu_points", "progress_bar_every", "resume", "trainer.accelerator", "trainer.devices",
-                 "trainer.enable_progress_bar", "lit.progress_every_s")
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -242,7 +238,9 @@ def plan(recipe: Recipe | str | Path, args: list[str] = (), profile: str | None 
     sweep_dir = next((Path(h.split("=", 1)[1]) for h in hydra_args if h.startswith("hydra.sweep.dir=")), None)
     if sweep_dir is None:
         leaf = profile
-        identity = [a for a in extra if bare(a.partition("=")[0]) not in RESOURCE_KEYS]
+        # how points run (threads=, gpu_points=, ...) is not what they compute: the same sweep with more points at
+        # once finds its completed points
+        identity = [a for a in extra if bare(a.partition("=")[0]) not in RUN_SETTINGS]
         if identity:
             leaf += "-" + hashlib.sha1(" ".join(sorted(identity)).encode()).hexdigest()[:8]
         sweep_dir = Path(base_dir) / recipe.name / leaf
