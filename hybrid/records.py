@@ -14,7 +14,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import lightning as L
 import torch
 
 from hybrid.atomic import write_text
+from hybrid.git_state import git_state
 from hybrid.ranks import launch_rank, rank_devices
 
 PACKAGES = ("torch", "triton", "lightning", "hydra-core", "omegaconf", "numpy", "mamba-ssm", "causal-conv1d",
@@ -30,29 +30,6 @@ PACKAGES = ("torch", "triton", "lightning", "hydra-core", "omegaconf", "numpy", 
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def git_state(repo: Path | None = None) -> dict:
-    """{"commit": sha or None, "dirty": bool or None} of the repository holding this package.
-
-    HYBRID_GIT_COMMIT (and HYBRID_GIT_DIRTY=0/1) name them instead where the checkout's own git metadata is not
-    the code's: a copy of the working tree sent to another machine keeps the .git of an older commit.
-    """
-    if os.environ.get("HYBRID_GIT_COMMIT"):
-        dirty = os.environ.get("HYBRID_GIT_DIRTY")
-        return {"commit": os.environ["HYBRID_GIT_COMMIT"], "dirty": None if dirty is None else dirty == "1"}
-    repo = repo or Path(__file__).resolve().parents[1]
-    def git(*args):
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10,
-                              check=False)
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode:
-            return {"commit": None, "dirty": None}
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
-        return {"commit": head.stdout.strip(), "dirty": bool(dirty)}
-    except (OSError, subprocess.TimeoutExpired):
-        return {"commit": None, "dirty": None}
 
 
 def versions() -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hybrid.records import git_state
+from hybrid.git_state import git_state
 
 RESULTS = Path("bench/results")
 
@@ -35,7 +35,7 @@ def environment(device: str) -> dict:
         with open("/proc/cpuinfo") as f:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
                         platform.processor())
-    state = git_state()  # HYBRID_GIT_COMMIT where a copied checkout's own .git is older (records.py)
+    state = git_state()  # HYBRID_GIT_COMMIT where a copied checkout's own .git is older (hybrid/git_state.py)
     commit = (state["commit"] or "unknown")[:7] + ("-dirty" if state["dirty"] else "")
     return {"device": name, "versions": versions, "commit": commit,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg_1m": os.getloadavg()[0]}

@@ -1,8 +1,8 @@
-"""records.git_state: the checkout's commit, or the one named by HYBRID_GIT_COMMIT on a copied tree."""
+"""git_state (run records, bench rows): the checkout's commit, or the one named by HYBRID_GIT_COMMIT on a copied tree."""
 import subprocess
 from pathlib import Path
 
-from hybrid.records import git_state
+from hybrid.git_state import git_state
 
 
 def test_git_state_reads_this_checkout(monkeypatch):
