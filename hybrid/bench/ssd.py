@@ -1,10 +1,12 @@
-"""`python -m hybrid.bench ssd [--device cpu|cuda] [--lengths ...] [--out bench/results/ssd_<device>.json]`
+"""`python -m hybrid.bench ssd [--device cpu|cuda] [--lengths ...] [--providers ...] [--ssd-only] [--stages L] [--block]
+[--out bench/results/ssd_<device>.json]`
 
 Mamba-2's SSD side by side in one process, forward ("fwd", inputs requiring grad) and forward + backward
 ("fwd+bwd"), over sequence lengths L:
 
     ours:reference   hybrid.kernels.ssd's chunked PyTorch form (autograd)
-    ours:triton      our Triton SSD, where it exists (kernels/ssd/triton.py), CUDA only
+    ours:triton      our Triton SSD (kernels/ssd/triton.py), CUDA only
+    ours:triton_v1   session 4's Triton SSD (kernels/ssd/triton_v1.py, while it is kept), CUDA only
     mamba_ssm        mamba-ssm's Triton SSD (mamba_chunk_scan_combined), where installed
     scan:mamba1      our Mamba-1 selective scan (backend auto) over the same width, N 16 (Mamba-1's state size)
     attention        SDPA causal attention of the same width (heads of 128)
@@ -15,6 +17,9 @@ do_bench for its two backends, more than the run's budget); timings from triton.
 increasing order and the rows are written after each measurement, so a run cut short keeps what it measured.
 CPU: batch 1, 4 heads x 64 = 256 channels, N 64, chunk 64, fp32, L in 64, 256, 1024, timings the median of
 perf_counter repeats on one thread (--threads).
+--providers keeps the providers whose names start with one of the given words; --ssd-only leaves out the Mamba-1
+scan and attention. --stages L adds, at length L, each SSD provider's fwd+bwd time per GPU kernel (torch.profiler;
+hybrid/bench/ssd_stages.py). --block adds the S block beside mamba-ssm's Mamba2 module (hybrid/bench/ssd_block.py).
 Rows are long-format JSON (hybrid/bench/harness.py): op, provider, mode, L, median_ms, p20_ms, p80_ms,
 first_call_ms, peak_mem_bytes, device, versions, commit.
 """
@@ -62,14 +67,26 @@ def mamba1_inputs(batch, L, dim, N, dtype, device, seed=0) -> dict:
                 B=rand(batch, N, L), C=rand(batch, N, L), D=rand(dim, dt=torch.float32))
 
 
-def ssd_providers(device: str, chunk: int) -> dict:
-    """name -> f(ssd inputs) -> y, for the SSD implementations that can run on `device`."""
-    from hybrid.kernels.ssd import BACKENDS, ssd
+def _triton_v1(x, opts):
+    from hybrid.kernels.ssd import interface
+    interface.TRITON_KERNELS, old = "v1", interface.TRITON_KERNELS
+    try:
+        return interface.ssd(**x, **opts, backend="triton")
+    finally:
+        interface.TRITON_KERNELS = old
+
+
+def ssd_providers(device: str, chunk: int, keep=None) -> dict:
+    """name -> f(ssd inputs) -> y, for the SSD implementations that can run on `device` (and whose names start with
+    a word of `keep`, where given)."""
+    from hybrid.kernels.ssd import ssd
 
     opts = dict(chunk_size=chunk, dt_softplus=True)
     out = {"ours:reference": lambda x: ssd(**x, **opts, backend="reference")}
-    if device == "cuda" and "triton" in BACKENDS:
+    if device == "cuda":
         out["ours:triton"] = lambda x: ssd(**x, **opts, backend="triton")
+        if importlib.util.find_spec("hybrid.kernels.ssd.triton_v1") is not None:
+            out["ours:triton_v1"] = lambda x: _triton_v1(x, opts)
     if device == "cuda":
         try:
             from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
@@ -77,10 +94,10 @@ def ssd_providers(device: str, chunk: int) -> dict:
             print(f"mamba_ssm: not timed ({type(err).__name__}: {err})", file=sys.stderr)
         else:
             out["mamba_ssm"] = lambda x: mamba_chunk_scan_combined(**x, **opts)
-    return out
+    return {k: v for k, v in out.items() if not keep or any(k.startswith(w) for w in keep)}
 
 
-def run(device, lengths, shape, save=lambda rows: None) -> list[dict]:
+def run(device, lengths, shape, save=lambda rows: None, keep=None, ssd_only=False) -> list[dict]:
     """All rows, lengths in increasing order; save(rows) after each measurement."""
     batch, heads, hd, N, dtype = shape["batch"], shape["heads"], shape["head_dim"], shape["N"], shape["dtype"]
     dim = heads * hd
@@ -95,11 +112,13 @@ def run(device, lengths, shape, save=lambda rows: None) -> list[dict]:
 
     for L in sorted(lengths):
         x = ssd_inputs(batch, L, heads, hd, N, dtype, device)
-        for name, fn in ssd_providers(device, shape["chunk"]).items():
+        for name, fn in ssd_providers(device, shape["chunk"], keep).items():
             if name == "ours:reference" and L > shape["reference_max_L"]:
                 continue
             record("ssd", name, fn, x, L)
         del x
+        if ssd_only:
+            continue
         m1 = mamba1_inputs(batch, L, dim, shape["mamba1_N"], dtype, device)
         record("scan", f"scan:mamba1 N={shape['mamba1_N']}",
                lambda t: selective_scan(**t, delta_softplus=True), m1, L)
@@ -118,7 +137,8 @@ def run(device, lengths, shape, save=lambda rows: None) -> list[dict]:
 def print_table(rows):
     print(f"{'L':>6} {'provider':<28} {'mode':<8} {'median ms':>10} {'p20':>9} {'p80':>9} {'peak MiB':>9}")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    for r in sorted(rows, key=lambda r: (r["L"], r["mode"], r["op"], r["provider"])):
+    for r in sorted((r for r in rows if r["op"] in ("ssd", "scan", "attention")),
+                    key=lambda r: (r["L"], r["mode"], r["op"], r["provider"])):
         peak = None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2 ** 20
         print(f"{r['L']:>6} {r['provider']:<28} {r['mode']:<8} {fmt(r['median_ms'], '10.3f')} "
               f"{fmt(r['p20_ms'], '9.3f')} {fmt(r['p80_ms'], '9.3f')} {fmt(peak, '9.0f')}"
@@ -131,19 +151,44 @@ def main(argv=None) -> int:
     p.add_argument("--lengths", type=positive_int, nargs="+", help="sequence lengths (default: per device, above)")
     p.add_argument("--out", type=Path, help="JSON file (default: bench/results/ssd_<device>.json, default shapes only)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--providers", nargs="+", help="keep the SSD providers whose names start with these words")
+    p.add_argument("--ssd-only", action="store_true", help="leave out the Mamba-1 scan and attention rows")
+    p.add_argument("--stages", type=positive_int, metavar="L", help="time each GPU kernel of every SSD provider at L")
+    p.add_argument("--block", action="store_true", help="the S block beside mamba-ssm's Mamba2 module")
+    p.add_argument("--block-d-model", type=positive_int, help="d_model of --block (default 1024 on CUDA)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device is visible to torch", file=sys.stderr)
         return 2
     shape = SHAPES[args.device]
-    out = output_path(p, args, "ssd", dict(lengths=None))
+    out = output_path(p, args, "ssd", dict(lengths=None, providers=None, ssd_only=False, stages=None, block=False,
+                                           block_d_model=None))
     env = environment(args.device)
     env["mamba_ssm_installed"] = importlib.util.find_spec("mamba_ssm") is not None
     t0 = time.perf_counter()
     shape_json = {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()}
-    rows = run(args.device, args.lengths or shape["lengths"], shape,
-               save=lambda rows: write_rows(out, "ssd", env, rows, quiet=True, shape=shape_json))
+    save = lambda rows: write_rows(out, "ssd", env, rows, quiet=True, shape=shape_json)  # noqa: E731
+    rows = run(args.device, args.lengths or shape["lengths"], shape, save, args.providers, args.ssd_only)
+    if args.stages:
+        from hybrid.bench.ssd_stages import print_stages, stage_rows
+        x = ssd_inputs(shape["batch"], args.stages, shape["heads"], shape["head_dim"], shape["N"], shape["dtype"],
+                       args.device)
+        providers = ssd_providers(args.device, shape["chunk"], args.providers)
+        if args.device == "cuda":
+            providers.pop("ours:reference", None)
+        rows += stage_rows(providers, x, args.stages, args.device)
+        save(rows)
+        del x
+        print_stages([r for r in rows if r["op"] == "ssd_stage"])
+    if args.block:
+        from hybrid.bench.ssd_block import block_rows
+        rows += block_rows(args.device, args.block_d_model)
+        save(rows)
+        for r in (r for r in rows if r["op"] == "block"):
+            print(f"block {r['provider']:<20} fwd+bwd batch {r['batch']} L {r['L']} d_model {r['d_model']}: "
+                  f"{r['median_ms'] if r['median_ms'] is None else round(r['median_ms'], 3)} ms"
+                  + (f", peak {r['peak_mem_bytes'] / 2 ** 20:.0f} MiB" if r.get("peak_mem_bytes") else ""))
     print_table(rows)
     write_rows(out, "ssd", env, rows, shape=shape_json)
     print(f"{args.device}: {env['device']}; {len(rows)} rows in {time.perf_counter() - t0:.1f} s")

@@ -18,6 +18,23 @@ def test_ssd_bench_on_the_cpu(tmp_path):
     assert data["shape"]["N"] == 64 and data["shape"]["chunk"] == 64
 
 
+def test_ssd_only_stages_and_block_rows(tmp_path):
+    """--ssd-only leaves the scan and attention out; --stages adds per-kernel rows (on the CPU the top-level
+    operators) summing to the '(all kernels)' row; --block adds the S block's row (mamba-ssm absent here)."""
+    out = tmp_path / "ssd.json"
+    assert main(["ssd", "--device", "cpu", "--lengths", "8", "--ssd-only", "--stages", "70", "--block", "--out",
+                 str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["provider"] for r in rows if r["op"] == "ssd"} == {"ours:reference"}
+    assert not [r for r in rows if r["op"] in ("scan", "attention")]
+    stages = [r for r in rows if r["op"] == "ssd_stage"]
+    total = [r for r in stages if r["kernel"] == "(all kernels)"]
+    assert len(total) == 1 and total[0]["median_ms"] > 0 and len(stages) > 2
+    assert sum(r["median_ms"] for r in stages if r is not total[0]) == pytest.approx(total[0]["median_ms"])
+    block = [r for r in rows if r["op"] == "block"]
+    assert [r["provider"] for r in block] == ["ours:S reference"] and block[0]["median_ms"] > 0
+
+
 @pytest.mark.parametrize("argv,message", [
     (["ssd", "--device", "cpu", "--lengths", "0"], "0 is not allowed"),
     (["ssd", "--device", "cpu", "--lengths", "64"], "need an explicit --out"),

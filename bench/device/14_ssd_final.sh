@@ -1,0 +1,62 @@
+#!/bin/bash
+# Issue 14 (MAMBA2), session 5's SSD measurement, from the repo root with .whl carried; about 3 minutes (step timeouts
+# TESTS_S 45 + CHECK_S 25 + BENCH_S 115 s); results under $OUT (4 files):
+#   tests.log       our Triton SSD's tests (tests/kernels/test_triton_ssd.py) compiled on the GPU (new kernels);
+#   check.txt       the new kernels (triton.py, "v2") against session 4's (triton_v1.py) at the bench's shape and
+#                   L 4096, bf16: outputs and every gradient (relative difference), and two runs bitwise equal;
+#   ssd_final.json  python -m hybrid.bench ssd --ssd-only: ours v2, ours v1, mamba-ssm's Triton SSD, fwd and fwd+bwd
+#                   at L 1K..64K (batch 8, 32 heads x 64, N 128, chunk 256, bf16) with peak memory; per-kernel times
+#                   at L 16K (--stages); the S block vs mamba-ssm's Mamba2 (no CUDA conv), batch 8, L 2048, d_model
+#                   1024, bf16, fwd+bwd (--block);
+#   bench.log       that bench's output (its table is printed last here).
+# mamba-ssm: the built package where `import mamba_ssm` works, else its pure-Triton SSD and Mamba2 module from the
+# source tarball in .whl/src under a stub package __init__ (as 14_ssd.sh), else no mamba-ssm rows. Only bf16 runs of
+# mamba-ssm (its fp32 autotuning takes over a minute).
+source .whl/setup_project.sh || exit 1
+if ! python3 -c "import mamba_ssm.ops.triton.ssd_combined" 2>/dev/null; then
+  SRC=$(ls .whl/src/mamba_ssm-*.tar.gz 2>/dev/null | head -1)
+  if [ -n "$SRC" ]; then
+    rm -rf /tmp/m2src /tmp/m2stub && mkdir -p /tmp/m2src /tmp/m2stub/mamba_ssm && tar xzf "$SRC" -C /tmp/m2src
+    for d in ops utils modules distributed; do
+      cp -r /tmp/m2src/mamba_ssm-*/mamba_ssm/$d /tmp/m2stub/mamba_ssm/
+    done
+    echo '__version__ = "stub from .whl/src"' > /tmp/m2stub/mamba_ssm/__init__.py
+    export PYTHONPATH=$PYTHONPATH:/tmp/m2stub
+  fi
+fi
+MAMBA=$(python3 -c "import mamba_ssm.ops.triton.ssd_combined, mamba_ssm; print('mamba-ssm', mamba_ssm.__version__)" \
+  2>&1 | tail -1)
+
+timeout ${TESTS_S:-45} python3 -m pytest -q -x -p no:cacheprovider tests/kernels/test_triton_ssd.py \
+  > "$OUT/tests.log" 2>&1
+
+timeout ${CHECK_S:-25} python3 - > "$OUT/check.txt" 2>&1 <<'PY'
+import torch
+from hybrid.bench.ssd import ssd_inputs
+from hybrid.kernels.ssd import interface
+rel = lambda a, b: ((a.double() - b.double()).norm() / b.double().norm()).item()
+x = ssd_inputs(8, 4096, 32, 64, 128, torch.bfloat16, "cuda")
+g = torch.randn(8, 4096, 32, 64, device="cuda", dtype=torch.bfloat16)
+runs = {}
+for version in ("v2", "v2", "v1"):
+    interface.TRITON_KERNELS = version
+    y = interface.ssd(**x, chunk_size=256, dt_softplus=True, backend="triton")
+    y.backward(g)
+    runs.setdefault(version, []).append([y.detach().clone()] + [x[k].grad.clone() for k in x])
+    for t in x.values():
+        t.grad = None
+names = ["y"] + [f"d{k}" for k in x]
+same = all(torch.equal(a, b) for a, b in zip(*runs["v2"]))
+print("v2 twice bitwise equal:", same)
+diffs = [f"{n} {rel(a, b):.1e}" for n, a, b in zip(names, runs["v2"][0], runs["v1"][0])]
+print("v2 vs v1 rel diff: " + " ".join(diffs))
+PY
+
+timeout ${BENCH_S:-115} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
+  --stages 16384 --block --out "$OUT/ssd_final.json" > "$OUT/bench.log" 2>&1
+echo "== exit $?; $MAMBA"
+echo "== tests (compiled): $(tail -1 "$OUT/tests.log")"
+echo "== check:"; tail -3 "$OUT/check.txt"
+echo "== stages and block:"; grep -v "^  L=\|^  block \|^USDT\|Warning\|warn" "$OUT/bench.log" \
+  | grep -v "^ *[0-9]* ours\|^ *[0-9]* mamba\|^ *L provider" | tail -50
+echo "== ssd (ms, peak MiB):"; grep "^ *L provider\|^ *[0-9]* ours:triton\|^ *[0-9]* mamba_ssm" "$OUT/bench.log"

@@ -1,0 +1,65 @@
+"""The `S` block (hybrid.blocks.mamba2.Mamba2) beside mamba-ssm's `Mamba2` module, forward + backward.
+
+Used by `python -m hybrid.bench ssd --block`. mamba-ssm's module runs with use_mem_eff_path=False and without the
+causal-conv1d package's CUDA conv (its nn.Conv1d path), the issue's target; ours with its defaults (our Triton conv
+on CUDA) once per SSD backend. Same options (d_state 128, headdim 64, one group, chunk 256), same weights
+(mamba-ssm's parameter names are ours).
+"""
+import sys
+
+import torch
+
+from hybrid.bench.harness import safe_measure
+
+SHAPES = {"cuda": dict(batch=8, L=2048, d_model=1024, dtype=torch.bfloat16, backends=("triton", "triton_v1")),
+          "cpu": dict(batch=1, L=128, d_model=64, dtype=torch.float32, backends=("reference",))}
+
+
+def _ours(d_model, backend, opts):
+    from hybrid.blocks.mamba2 import Mamba2
+    from hybrid.kernels.ssd import interface
+    if backend != "triton_v1":
+        return Mamba2(d_model, ssd_backend=backend, **opts)
+    block = Mamba2(d_model, ssd_backend="triton", **opts)
+    inner = block.forward
+
+    def forward(*args, **kw):  # session 4's kernels for this block only
+        interface.TRITON_KERNELS, old = "v1", interface.TRITON_KERNELS
+        try:
+            return inner(*args, **kw)
+        finally:
+            interface.TRITON_KERNELS = old
+    block.forward = forward
+    return block
+
+
+def block_rows(device: str, d_model: int | None = None) -> list[dict]:
+    """Rows op "block", mode "fwd+bwd", provider "ours:S <backend>" or "mamba_ssm Mamba2"; x the sequence length."""
+    shape = dict(SHAPES[device])
+    d_model = d_model or shape["d_model"]
+    opts = dict(d_state=128 if device == "cuda" else 16, headdim=64 if device == "cuda" else 16, ngroups=1,
+                chunk_size=256 if device == "cuda" else 32)
+    torch.manual_seed(0)
+    blocks = {}
+    try:
+        from mamba_ssm.modules.mamba2 import Mamba2 as Theirs
+        theirs = Theirs(d_model, use_mem_eff_path=False, **opts).to(device)
+    except Exception as err:  # noqa: BLE001 - not installed or not runnable here: skip it, say why
+        print(f"mamba_ssm Mamba2: not timed ({type(err).__name__}: {str(err)[:200]})", file=sys.stderr)
+        theirs = None
+    for backend in shape["backends"]:
+        ours = _ours(d_model, backend, opts).to(device)
+        if theirs is not None:
+            ours.load_state_dict(theirs.state_dict())
+        blocks[f"ours:S {backend}"] = ours.to(shape["dtype"])
+    if theirs is not None:
+        blocks["mamba_ssm Mamba2"] = theirs.to(shape["dtype"])
+    x = torch.randn(shape["batch"], shape["L"], d_model, device=device, dtype=shape["dtype"], requires_grad=True)
+    rows = []
+    for name, m in blocks.items():
+        res = safe_measure(lambda t, m=m: m(t["x"]), {"x": x}, "fwd+bwd", device)
+        rows.append(dict(op="block", provider=name, mode="fwd+bwd", L=shape["L"], batch=shape["batch"],
+                         d_model=d_model, **res))
+        print(f"  block {name} d_model {d_model} batch {shape['batch']} L {shape['L']}: {res['median_ms']} ms",
+              file=sys.stderr, flush=True)
+    return rows

@@ -1,0 +1,424 @@
+"""Session 4's Triton SSD (v1), kept only so that one GPU call can time it beside the restructured kernels of
+triton.py (HYBRID_SSD_TRITON=v1 picks it); delete it once that comparison is recorded (it is triton.py at 06ecd94).
+
+The core computed here, per (batch, head), with `acs` the cumulative sum of dt * A from each chunk's start:
+    y_i = sum_{j <= i in i's chunk} (C_i . B_j) exp(acs_i - acs_j) dt_j x_j  +  exp(acs_i) H_c C_i
+    S_c = sum_{j in chunk c} exp(acs_last - acs_j) dt_j x_j B_j^T            (what chunk c adds to the state)
+    H_{c+1} = exp(acs_last of c) H_c + S_c,  H_0 = the initial state,  the final state H_{n_chunks}
+Five kernels: chunk states (also reused in the backward for sum_i exp(acs_i) dy_i C_i^T), state passing forward
+and backward (the only loops over chunks), the chunk output, and two backward kernels (one over row blocks for dC,
+one over column blocks for dx, dB, ddt). The elementwise parts (dt bias/softplus/clamp, the cumulative sum of
+dt * A, D, the z gate) stay in PyTorch around them, differentiated by autograd. Sums over heads sharing a group
+(dB, dC) and over chunk positions are written per program and reduced by torch in a fixed order: no atomics.
+"""
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from hybrid.kernels.ssd.reference import _finish, process_dt
+
+BLOCK = 64  # positions per row/column block inside a chunk (at least 16, for tl.dot)
+
+
+def _pow2(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+@triton.jit
+def _dot(a, b, LOWP: tl.constexpr):
+    # LOWP 0 (fp32 inputs): an exact fp32 product (no TF32); 1 (16-bit inputs): bf16 operands on the tensor cores
+    # with fp32 accumulation, as mamba-ssm multiplies in its inputs' dtype; 2: the same in fp16 (the interpreter's
+    # bf16 dot returns garbage in Triton 3.9, so the CPU tests exercise the 16-bit path through fp16)
+    if LOWP == 1:
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif LOWP == 2:
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
+def _seg(acs_i, lo_i, acs_j, lo_j):
+    """[BI, BJ] acs_i - acs_j from the two-float log decays (acs + lo, ACS_LO holding what fp32 acs rounded off):
+    the high parts of nearby steps subtract exactly, so the segment keeps fp32 precision relative to itself, not to
+    |acs| (which grows over a chunk: dt |A| = 30 per step makes it ~8000 at step 256, and 8000 * 6e-8 = 5e-4 of error
+    in every exponent)."""
+    return (acs_i[:, None] - acs_j[None, :]) + (lo_i[:, None] - lo_j[None, :])
+
+
+@triton.jit
+def _chunk_outer_kernel(U, V, DT, ACS, ACS_LO, OUT, L, H, HG, P, N, Q,
+                        su_b, su_l, su_h, sv_b, sv_l, sv_g, sdt_b, sdt_l,
+                        STATE: tl.constexpr, BK: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
+    """OUT[b, c, h] [P, N] = sum_t w_t U_t V_t^T over chunk c; w_t = exp(acs_last - acs_t) dt_t (STATE) or
+    exp(acs_t). U [b, L, h, P] (x or dy), V [b, L, g, N] (B or C), DT [b, L, h], ACS [b, h, L], OUT fp32."""
+    bh, c = tl.program_id(0), tl.program_id(1)
+    b, h = bh // H, bh % H
+    g = h // HG
+    n_chunks = tl.cdiv(L, Q)
+    p, n, k = tl.arange(0, BP), tl.arange(0, BN), tl.arange(0, BK)
+    acs_base, lo_base = ACS + bh.to(tl.int64) * L, ACS_LO + bh.to(tl.int64) * L
+    acs_last, lo_last = tl.load(acs_base + c * Q + Q - 1), tl.load(lo_base + c * Q + Q - 1)
+    acc = tl.zeros((BP, BN), dtype=tl.float32)
+    for k0 in range(0, Q, BK):
+        t = c * Q + k0 + k
+        valid = (k0 + k) < Q
+        acs = tl.load(acs_base + t, mask=valid, other=0.0)
+        if STATE:
+            dt = tl.load(DT + b.to(tl.int64) * sdt_b + t * sdt_l + h, mask=valid, other=0.0)
+            w = tl.exp((acs_last - acs) + (lo_last - tl.load(lo_base + t, mask=valid, other=0.0))) * dt
+        else:
+            w = tl.exp(acs)
+        w = tl.where(valid, w, 0.0)
+        u = tl.load(U + b.to(tl.int64) * su_b + t[:, None] * su_l + h * su_h + p[None, :],
+                    mask=valid[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
+        v = tl.load(V + b.to(tl.int64) * sv_b + t[:, None] * sv_l + g * sv_g + n[None, :],
+                    mask=valid[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+        acc += _dot(tl.trans(u * w[:, None]), v, LOWP)
+    out = OUT + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
+    tl.store(out + p[:, None] * N + n[None, :], acc, mask=(p[:, None] < P) & (n[None, :] < N))
+
+
+@triton.jit
+def _state_pass_fwd_kernel(S, ACS, H0, HS, HT, L, H, P, N, Q,
+                           HAS_H0: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+    """HS[b, c, h] = the state entering chunk c; H <- exp(acs_last) H + S_c; HT = the final state. All [P, N] fp32,
+    S and HS [b, n_chunks, h, P, N], H0 and HT [b, h, P, N]."""
+    bh = tl.program_id(0)
+    b, h = bh // H, bh % H
+    n_chunks = tl.cdiv(L, Q)
+    p, n = tl.arange(0, BP), tl.arange(0, BN)
+    tile = p[:, None] * N + n[None, :]
+    mask = (p[:, None] < P) & (n[None, :] < N)
+    if HAS_H0:
+        state = tl.load(H0 + bh.to(tl.int64) * P * N + tile, mask=mask, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros((BP, BN), dtype=tl.float32)
+    for c in range(0, n_chunks):
+        at = ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
+        tl.store(HS + at + tile, state, mask=mask)
+        decay = tl.exp(tl.load(ACS + bh.to(tl.int64) * L + c * Q + Q - 1))
+        state = decay * state + tl.load(S + at + tile, mask=mask, other=0.0)
+    tl.store(HT + bh.to(tl.int64) * P * N + tile, state, mask=mask)
+
+
+@triton.jit
+def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, Y, L, H, HG, P, N, Q,
+                          sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l,
+                          BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
+    """Y[b, i, h] for the rows of one block of chunk c: the masked mix within the chunk plus exp(acs_i) H_c C_i.
+    X, Y [b, L, h, P] (Y fp32, X's strides); B, C [b, L, g, N]; HS [b, n_chunks, h, P, N] fp32."""
+    bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = bh // H, bh % H
+    g = h // HG
+    n_chunks = tl.cdiv(L, Q)
+    r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
+    pos_i = ib * BI + r
+    valid_i = pos_i < Q
+    t_i = c * Q + pos_i
+    acs_base, lo_base = ACS + bh.to(tl.int64) * L, ACS_LO + bh.to(tl.int64) * L
+    acs_i = tl.load(acs_base + t_i, mask=valid_i, other=0.0)
+    lo_i = tl.load(lo_base + t_i, mask=valid_i, other=0.0)
+    c_i = tl.load(C + b.to(tl.int64) * sb_b + t_i[:, None] * sb_l + g * sb_g + n[None, :],
+                  mask=valid_i[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+    hs = HS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
+    h_t = tl.load(hs + p[None, :] * N + n[:, None], mask=(p[None, :] < P) & (n[:, None] < N), other=0.0)  # [N, P]
+    y = _dot(c_i, h_t, LOWP) * tl.exp(acs_i)[:, None]
+    for jb in range(0, ib + 1):
+        pos_j = jb * BI + r
+        valid_j = pos_j < Q
+        t_j = c * Q + pos_j
+        acs_j = tl.load(acs_base + t_j, mask=valid_j, other=0.0)
+        lo_j = tl.load(lo_base + t_j, mask=valid_j, other=0.0)
+        dt_j = tl.load(DT + b.to(tl.int64) * sdt_b + t_j * sdt_l + h, mask=valid_j, other=0.0)
+        b_j = tl.load(B + b.to(tl.int64) * sb_b + t_j[:, None] * sb_l + g * sb_g + n[None, :],
+                      mask=valid_j[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+        x_j = tl.load(X + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :],
+                      mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
+        causal = (pos_i[:, None] >= pos_j[None, :]) & valid_j[None, :]
+        decay = tl.exp(tl.where(causal, _seg(acs_i, lo_i, acs_j, lo_j), -float("inf")))
+        w = _dot(c_i, tl.trans(b_j), LOWP) * decay * dt_j[None, :]
+        y += _dot(w, x_j, LOWP)
+    y_ptr = Y + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :]
+    tl.store(y_ptr, y, mask=valid_i[:, None] & (p[None, :] < P))
+
+
+@triton.jit
+def _state_pass_bwd_kernel(G, ACS, HS, DHT, DS, DDECAY, DH0, L, H, P, N, Q,
+                           HAS_DHT: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+    """The reverse of the state passing. dH (the gradient of the state leaving chunk c) starts at DHT; per chunk
+    c (last first): DS[c] = dH; DDECAY[b, h, c] = sum(dH * H_c) exp(acs_last) (the gradient of acs_last through the
+    decay); dH <- exp(acs_last) dH + G_c. DH0 = the gradient of the initial state. G, HS, DS [b, n_chunks, h, P, N]."""
+    bh = tl.program_id(0)
+    b, h = bh // H, bh % H
+    n_chunks = tl.cdiv(L, Q)
+    p, n = tl.arange(0, BP), tl.arange(0, BN)
+    tile = p[:, None] * N + n[None, :]
+    mask = (p[:, None] < P) & (n[None, :] < N)
+    if HAS_DHT:
+        dstate = tl.load(DHT + bh.to(tl.int64) * P * N + tile, mask=mask, other=0.0).to(tl.float32)
+    else:
+        dstate = tl.zeros((BP, BN), dtype=tl.float32)
+    for k in range(0, n_chunks):
+        c = n_chunks - 1 - k
+        at = ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
+        tl.store(DS + at + tile, dstate, mask=mask)
+        decay = tl.exp(tl.load(ACS + bh.to(tl.int64) * L + c * Q + Q - 1))
+        h_c = tl.load(HS + at + tile, mask=mask, other=0.0)
+        tl.store(DDECAY + bh.to(tl.int64) * n_chunks + c, tl.sum(tl.sum(dstate * h_c, 1), 0) * decay)
+        dstate = decay * dstate + tl.load(G + at + tile, mask=mask, other=0.0)
+    tl.store(DH0 + bh.to(tl.int64) * P * N + tile, dstate, mask=mask)
+
+
+@triton.jit
+def _chunk_bwd_rows_kernel(X, DT, ACS, ACS_LO, B, C, HS, DY, DC, DACS, L, H, HG, P, N, Q,
+                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l, sdc_b, sdc_l, sdc_h,
+                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
+    """For the rows i of one block of chunk c: DC[b, i, h] (this head's part of dC_i) and DACS[b, h, i] (the part
+    of d acs_i where i is the row: the y_i terms). DY has X's strides; DC [b, L, h, N] fp32; DACS [b, h, L] fp32."""
+    bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = bh // H, bh % H
+    g = h // HG
+    n_chunks = tl.cdiv(L, Q)
+    r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
+    pos_i = ib * BI + r
+    valid_i = pos_i < Q
+    t_i = c * Q + pos_i
+    acs_base, lo_base = ACS + bh.to(tl.int64) * L, ACS_LO + bh.to(tl.int64) * L
+    acs_i = tl.load(acs_base + t_i, mask=valid_i, other=0.0)
+    lo_i = tl.load(lo_base + t_i, mask=valid_i, other=0.0)
+    c_i = tl.load(C + b.to(tl.int64) * sb_b + t_i[:, None] * sb_l + g * sb_g + n[None, :],
+                  mask=valid_i[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+    dy_i = tl.load(DY + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :],
+                   mask=valid_i[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
+    hs = HS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
+    h_c = tl.load(hs + p[:, None] * N + n[None, :], mask=(p[:, None] < P) & (n[None, :] < N), other=0.0)  # [P, N]
+    e_i = tl.exp(acs_i)
+    dc = _dot(dy_i, h_c, LOWP) * e_i[:, None]  # [BI, BN]
+    y_off = _dot(c_i, tl.trans(h_c), LOWP) * e_i[:, None]  # [BI, BP]
+    dacs = tl.sum(dy_i * y_off, 1)
+    for jb in range(0, ib + 1):
+        pos_j = jb * BI + r
+        valid_j = pos_j < Q
+        t_j = c * Q + pos_j
+        acs_j = tl.load(acs_base + t_j, mask=valid_j, other=0.0)
+        lo_j = tl.load(lo_base + t_j, mask=valid_j, other=0.0)
+        dt_j = tl.load(DT + b.to(tl.int64) * sdt_b + t_j * sdt_l + h, mask=valid_j, other=0.0)
+        b_j = tl.load(B + b.to(tl.int64) * sb_b + t_j[:, None] * sb_l + g * sb_g + n[None, :],
+                      mask=valid_j[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+        x_j = tl.load(X + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :],
+                      mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
+        causal = (pos_i[:, None] >= pos_j[None, :]) & valid_j[None, :]
+        decay = tl.exp(tl.where(causal, _seg(acs_i, lo_i, acs_j, lo_j), -float("inf")))
+        cb = _dot(c_i, tl.trans(b_j), LOWP)  # [BI, BJ]
+        dwx = _dot(dy_i, tl.trans(x_j), LOWP)  # d loss / d (the weight of x_j in y_i)
+        dcb = dwx * decay * dt_j[None, :]
+        dc += _dot(dcb, b_j, LOWP)
+        contrib = dcb * cb
+        if jb == ib:  # the diagonal (exp(acs_i - acs_i) = 1) adds to d acs_i here what the column part subtracts:
+            # leave it out of both, or dA drowns in their rounding when the off-diagonal decays are small (large dt |A|)
+            contrib = tl.where(pos_i[:, None] > pos_j[None, :], contrib, 0.0)
+        dacs += tl.sum(contrib, 1)
+    dc_ptr = DC + b.to(tl.int64) * sdc_b + t_i[:, None] * sdc_l + h * sdc_h + n[None, :]
+    tl.store(dc_ptr, dc, mask=valid_i[:, None] & (n[None, :] < N))
+    tl.store(DACS + bh.to(tl.int64) * L + t_i, dacs, mask=valid_i)
+
+
+@triton.jit
+def _chunk_bwd_cols_kernel(X, DT, ACS, ACS_LO, B, C, DS, DY, DX, DB, DDT, DACS, SLAST, L, T, H, HG, P, N, Q,
+                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l, sdc_b, sdc_l, sdc_h,
+                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
+    """For the columns j of one block of chunk c (j as a source: x_j, B_j, dt_j feed y_i for i >= j and S_c):
+    DX [b, L, h, P] (X's strides), DB [b, L, h, N] (this head's part), DDT [b, h, L], DACS [b, h, L] (the part of
+    d acs_j where j is the column), SLAST [b, h, L] (each j's share of d acs_last through S_c), all fp32. T: the
+    length before padding; the chunk's last step before it, like the diagonal, adds to d acs_last what it subtracts
+    from its own d acs (exp(acs_last - acs_last) = 1), so it is left out of both."""
+    bh, c, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = bh // H, bh % H
+    g = h // HG
+    n_chunks = tl.cdiv(L, Q)
+    r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
+    pos_j = jb * BI + r
+    valid_j = pos_j < Q
+    t_j = c * Q + pos_j
+    acs_base, lo_base = ACS + bh.to(tl.int64) * L, ACS_LO + bh.to(tl.int64) * L
+    acs_j = tl.load(acs_base + t_j, mask=valid_j, other=0.0)
+    lo_j = tl.load(lo_base + t_j, mask=valid_j, other=0.0)
+    acs_last, lo_last = tl.load(acs_base + c * Q + Q - 1), tl.load(lo_base + c * Q + Q - 1)
+    dt_j = tl.load(DT + b.to(tl.int64) * sdt_b + t_j * sdt_l + h, mask=valid_j, other=0.0)
+    b_j = tl.load(B + b.to(tl.int64) * sb_b + t_j[:, None] * sb_l + g * sb_g + n[None, :],
+                  mask=valid_j[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+    x_j = tl.load(X + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :],
+                  mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
+    ds = DS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
+    ds_c = tl.load(ds + p[:, None] * N + n[None, :], mask=(p[:, None] < P) & (n[None, :] < N), other=0.0)  # [P, N]
+    # through S_c = sum_j exp(acs_last - acs_j) dt_j x_j B_j^T
+    to_end = tl.where(valid_j, tl.exp((acs_last - acs_j) + (lo_last - lo_j)), 0.0)
+    dsb = _dot(b_j, tl.trans(ds_c), LOWP)  # [BJ, BP]: dS_c B_j
+    xds = _dot(x_j, ds_c, LOWP)  # [BJ, BN]: x_j^T dS_c
+    dx = dsb * (to_end * dt_j)[:, None]
+    db = xds * (to_end * dt_j)[:, None]
+    share = to_end * tl.sum(x_j * dsb, 1)  # d loss / d (dt_j) through S_c
+    ddt = share
+    last = tl.minimum(c * Q + Q, T) - 1
+    share_acs = tl.where(t_j == last, 0.0, share * dt_j)
+    dacs = -share_acs
+    for ib in range(jb, tl.cdiv(Q, BI)):
+        pos_i = ib * BI + r
+        valid_i = pos_i < Q
+        t_i = c * Q + pos_i
+        acs_i = tl.load(acs_base + t_i, mask=valid_i, other=0.0)
+        lo_i = tl.load(lo_base + t_i, mask=valid_i, other=0.0)
+        c_i = tl.load(C + b.to(tl.int64) * sb_b + t_i[:, None] * sb_l + g * sb_g + n[None, :],
+                      mask=valid_i[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+        dy_i = tl.load(DY + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :],
+                       mask=valid_i[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
+        causal = (pos_i[:, None] >= pos_j[None, :]) & valid_i[:, None] & valid_j[None, :]
+        decay = tl.exp(tl.where(causal, _seg(acs_i, lo_i, acs_j, lo_j), -float("inf")))  # [BI, BJ]
+        cb_decay = _dot(c_i, tl.trans(b_j), LOWP) * decay
+        dwx = _dot(dy_i, tl.trans(x_j), LOWP)
+        dx += _dot(tl.trans(cb_decay * dt_j[None, :]), dy_i, LOWP)
+        db += _dot(tl.trans(dwx * decay * dt_j[None, :]), c_i, LOWP)
+        contrib = dwx * cb_decay
+        col = tl.sum(contrib, 0)
+        ddt += col
+        if ib == jb:  # the diagonal stays out of d acs (see the rows kernel)
+            col = tl.sum(tl.where(pos_i[:, None] > pos_j[None, :], contrib, 0.0), 0)
+        dacs -= col * dt_j
+    dx_ptr = DX + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :]
+    tl.store(dx_ptr, dx, mask=valid_j[:, None] & (p[None, :] < P))
+    db_ptr = DB + b.to(tl.int64) * sdc_b + t_j[:, None] * sdc_l + h * sdc_h + n[None, :]
+    tl.store(db_ptr, db, mask=valid_j[:, None] & (n[None, :] < N))
+    tl.store(DDT + bh.to(tl.int64) * L + t_j, ddt, mask=valid_j)
+    tl.store(DACS + bh.to(tl.int64) * L + t_j, dacs, mask=valid_j)
+    tl.store(SLAST + bh.to(tl.int64) * L + t_j, share_acs, mask=valid_j)
+
+
+# ---------------------------------------------------------------------------------------------- launchers
+
+def _lowp(x) -> int:
+    """_dot's mode: 16-bit inputs multiply in bf16 on the tensor cores (fp16 in the interpreter, whose bf16 dot is
+    broken), fp32 inputs exactly in fp32."""
+    if x.dtype not in (torch.bfloat16, torch.float16):
+        return 0
+    return 2 if os.environ.get("TRITON_INTERPRET") == "1" else 1
+
+
+def _sizes(x, B, Q):
+    batch, L, H, P = x.shape
+    G, N = B.shape[2:]
+    bi = min(BLOCK, _pow2(Q))
+    return batch, L, H, P, G, N, L // Q, bi, _pow2(P), _pow2(N)
+
+
+def _chunk_outer(u, v, dt, acs, acs_lo, Q, state: bool, lowp: int):
+    """sum over each chunk of w_t u_t v_t^T: [batch, n_chunks, heads, P, N] fp32 (see _chunk_outer_kernel)."""
+    batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(u, v, Q)
+    out = torch.empty(batch, n_chunks, H, P, N, device=u.device, dtype=torch.float32)
+    _chunk_outer_kernel[(batch * H, n_chunks)](
+        u, v, dt, acs, acs_lo, out, L, H, H // G, P, N, Q, u.stride(0), u.stride(1), u.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), dt.stride(0), dt.stride(1),
+        STATE=state, BK=bi, BP=bp, BN=bn, LOWP=lowp)
+    return out
+
+
+def ssd_core_forward(x, dt, acs, acs_lo, B, C, h0, Q):
+    """x [b, L, h, P], dt [b, L, h] fp32, acs [b, h, L] fp32, B, C [b, L, g, N], h0 [b, h, P, N] or None, with L a
+    multiple of Q. Returns y [b, L, h, P] fp32, the final state [b, h, P, N] fp32, the entering states HS."""
+    batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
+    S = _chunk_outer(x, B, dt, acs, acs_lo, Q, state=True, lowp=_lowp(x))
+    HS = torch.empty_like(S)
+    HT = torch.empty(batch, H, P, N, device=x.device, dtype=torch.float32)
+    _state_pass_fwd_kernel[(batch * H,)](S, acs, h0 if h0 is not None else HT, HS, HT, L, H, P, N, Q,
+                                         HAS_H0=h0 is not None, BP=bp, BN=bn)
+    y = torch.empty(batch, L, H, P, device=x.device, dtype=torch.float32)
+    assert y.stride() == x.stride(), "x must be contiguous"
+    _chunk_out_fwd_kernel[(batch * H, n_chunks, triton.cdiv(Q, bi))](
+        x, dt, acs, acs_lo, B, C, HS, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1), x.stride(2),
+        B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
+    return y, HT, HS
+
+
+def ssd_core_backward(x, dt, acs, acs_lo, B, C, HS, dy, dhT, Q, T):
+    """Gradients of ssd_core_forward: dx [b, L, h, P], ddt [b, L, h], dacs [b, h, L], dB and dC [b, L, g, N] (all
+    fp32), dh0 [b, h, P, N] fp32. dy has x's strides; dhT may be None; T: the length before padding."""
+    batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    Gs = _chunk_outer(dy, C, dt, acs, acs_lo, Q, state=False, lowp=_lowp(x))
+    dS, dh0 = torch.empty_like(Gs), torch.empty(batch, H, P, N, **f32)
+    ddecay = torch.empty(batch, H, n_chunks, **f32)
+    _state_pass_bwd_kernel[(batch * H,)](Gs, acs, HS, dhT if dhT is not None else dh0, dS, ddecay, dh0,
+                                         L, H, P, N, Q, HAS_DHT=dhT is not None, BP=bp, BN=bn)
+    del Gs
+    dC_heads, dB_heads = torch.empty(batch, L, H, N, **f32), torch.empty(batch, L, H, N, **f32)
+    dacs_rows, dacs_cols = torch.empty(batch, H, L, **f32), torch.empty(batch, H, L, **f32)
+    ddt, slast = torch.empty(batch, H, L, **f32), torch.empty(batch, H, L, **f32)
+    dx = torch.empty(batch, L, H, P, **f32)
+    grid = (batch * H, n_chunks, triton.cdiv(Q, bi))
+    common = (x.stride(0), x.stride(1), x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0),
+              dt.stride(1), dC_heads.stride(0), dC_heads.stride(1), dC_heads.stride(2))
+    _chunk_bwd_rows_kernel[grid](x, dt, acs, acs_lo, B, C, HS, dy, dC_heads, dacs_rows, L, H, H // G, P, N, Q,
+                                 *common,
+                                 BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
+    _chunk_bwd_cols_kernel[grid](x, dt, acs, acs_lo, B, C, dS, dy, dx, dB_heads, ddt, dacs_cols, slast, L, T, H,
+                                 H // G, P, N, Q, *common, BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
+    dacs = (dacs_rows + dacs_cols).view(batch, H, n_chunks, Q)
+    dacs[..., -1] += slast.view(batch, H, n_chunks, Q).sum(-1) + ddecay  # acs_last: through S_c and the decay
+    regroup = lambda t: t.view(batch, L, G, H // G, N).sum(3)  # noqa: E731 - heads sharing a group, fixed order
+    return dx, ddt.transpose(1, 2), dacs.view(batch, H, L), regroup(dB_heads), regroup(dC_heads), dh0
+
+
+class _SSDCore(torch.autograd.Function):
+    """(x, dt, acs, acs_lo, B, C, h0) -> (y fp32, final state fp32), L a multiple of the chunk size Q (T steps before
+    the padding), acs + acs_lo the log decays as two floats (no gradient for acs_lo); see the module doc."""
+
+    @staticmethod
+    def forward(ctx, x, dt, acs, acs_lo, B, C, h0, Q, T):
+        y, hT, HS = ssd_core_forward(x, dt, acs, acs_lo, B, C, h0, Q)
+        ctx.save_for_backward(x, dt, acs, acs_lo, B, C, HS)
+        ctx.Q, ctx.T, ctx.has_h0 = Q, T, h0 is not None
+        ctx.dtypes = (x.dtype, B.dtype, C.dtype, None if h0 is None else h0.dtype)
+        return y, hT
+
+    @staticmethod
+    def backward(ctx, dy, dhT):
+        x, dt, acs, acs_lo, B, C, HS = ctx.saved_tensors
+        dy = dy.contiguous() if dy is not None else torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        dx, ddt, dacs, dB, dC, dh0 = ssd_core_backward(x, dt, acs, acs_lo, B, C, HS, dy,
+                                                       None if dhT is None else dhT.contiguous(), ctx.Q, ctx.T)
+        x_t, b_t, c_t, h_t = ctx.dtypes
+        return (dx.to(x_t), ddt, dacs, None, dB.to(b_t), dC.to(c_t), dh0.to(h_t) if ctx.has_h0 else None, None,
+                None)
+
+
+def ssd_triton(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
+               dt_limit=(0.0, math.inf), initial_states=None, return_final_states=False):
+    """The SSD of `hybrid.kernels.ssd.reference.ssd_sequential` on our Triton kernels (same arguments and shapes).
+
+    fp32, fp16, bf16 inputs (state and accumulation fp32; fp64 is refused: use backend='reference'). Returns y in
+    x's dtype and, with return_final_states, the final state [batch, heads, head_dim, N] fp32."""
+    if x.dtype == torch.float64:
+        raise ValueError("ssd backend 'triton' computes in fp32; for float64 inputs use backend='reference'")
+    batch, L, heads, head_dim = x.shape
+    Q = chunk_size
+    pad = (-L) % Q
+    dts = process_dt(dt, dt_bias, dt_softplus, dt_limit, torch.float32)  # [b, L, h]
+    xs, Bs, Cs = x, B, C
+    if pad:  # dt = 0 past L: no decay, no input, so the final state is the state at step L
+        xs, Bs, Cs = (torch.nn.functional.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
+        dts = torch.nn.functional.pad(dts, (0, 0, 0, pad))
+    n_chunks = (L + pad) // Q
+    # the log decay from each chunk's start, summed in fp64 and handed over as two floats: acs (the gradient flows
+    # through it) and acs_lo, what fp32 rounded off (see _seg)
+    acs64 = (dts.double() * A.double()).view(batch, n_chunks, Q, heads).cumsum(2)  # [b, c, Q, h]
+    acs64 = acs64.permute(0, 3, 1, 2).reshape(batch, heads, L + pad)
+    acs = acs64.float()
+    acs_lo = (acs64.detach() - acs.detach().double()).float()
+    h0 = None if initial_states is None else initial_states.float().contiguous()
+    y, hT = _SSDCore.apply(xs.contiguous(), dts.contiguous(), acs.contiguous(), acs_lo.contiguous(), Bs.contiguous(),
+                           Cs.contiguous(), h0, Q, L)
+    y = _finish(y[:, :L], x.float(), D, z, torch.float32).to(x.dtype)
+    return (y, hT) if return_final_states else y
