@@ -25,20 +25,20 @@ from hybrid.bench.scan_inputs import scan_inputs
 from hybrid.kernels.selective_scan.reference import selective_scan_chunked
 from hybrid.kernels.selective_scan.triton import selective_scan_triton
 
-ROLLED = dict(bwd_kernel=1)
-ASM = dict(bwd_kernel=1, bwd_asm=3)  # the rolled kernel with both inline-PTX pieces
-# name -> CONFIG keys; "default" is today's CONFIG (the unrolled kernel with register tables, fp32 partials, the
-# partials' sum loading 32 at once)
+ROLLED = dict(bwd_kernel=1, bwd_prefetch=0)  # the rolled kernel without prefetch
+ASM = dict(bwd_kernel=1, bwd_asm=3)  # the default (rolled, prefetch) with both inline-PTX pieces
+# name -> CONFIG keys; "default" is today's CONFIG (the rolled backward with prefetch, fp32 partials, 8 backward
+# launches, the partials' sum loading 32 at once); segN: the default in N backward launches (short L: fewer)
 VARIANTS = {
     "default": {},
     "default_kb1": dict(bwd_sum_kb=1),  # the partials' sum one partial at a time, as before this session
     "rolled": ROLLED,
+    "seg1": dict(bwd_segments=1),
+    "seg2": dict(bwd_segments=2),
+    "seg4": dict(bwd_segments=4),
     "asm": ASM,
-    "asm_pf": dict(ASM, bwd_prefetch=1),
-    "asm_u2": dict(ASM, bwd_unroll=2),
     "asm_r128": dict(ASM, bwd_maxnreg=128),
     "asm7_r128": dict(ASM, bwd_asm=7, bwd_maxnreg=128),
-    "asm_r96": dict(ASM, bwd_maxnreg=96),
     "asm_pf_r128": dict(ASM, bwd_prefetch=1, bwd_maxnreg=128),
     "asm_r128_half": dict(ASM, bwd_maxnreg=128, bwd_half_partials=1),
     "asm_r128_seg1": dict(ASM, bwd_maxnreg=128, bwd_segments=1),

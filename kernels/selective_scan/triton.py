@@ -223,6 +223,9 @@ def _setup_context(ctx, inputs, output):
     ctx.saved = save_states
     ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
     ctx.mark_non_differentiable(output[2])
+    # no zero-filled gradients for outputs nobody used: the saved states' would be a [batch, dim, L / chunk, N] fp32
+    # tensor (as large as u in 16 bits: 2 GiB at the bench's L = 64K), the last state's a memset and HAS_DLAST
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, dy, dlast, _dstates):
@@ -230,6 +233,8 @@ def _backward(ctx, dy, dlast, _dstates):
         raise RuntimeError("selective_scan_triton: backward through a forward that ran without saving chunk "
                            "states (inputs did not require grad, or grad mode was off)")
     u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
+    if dy is None:  # only the last state was used
+        dy = torch.zeros_like(u)
     g = _bwd_op(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, *ctx.cfg)
     du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = g
     return (du, ddelta, dA, dB, dC, dD if D is not None else None, dz if z is not None else None,
