@@ -6,8 +6,10 @@
 # 0.70, megatron_ratio 0.40, mamba_small 0.27, all still rising; hybrid_small 1.000 at seed 0 but 0.18 at seed 1,
 # and 1.000 by step 250 at lr 1e-3). Evidence runs beside them:
 #   seeds:  hybrid_small and transformer_small at seed 1 with lr 1e-3 (is the lower rate safe for every seed?)
-#   steps:  mamba_small 3000 steps at lr 1e-3, megatron_ratio 2000 at lr 1e-3, jamba_small 2000 at lr 3e-3 (how many
-#           steps the Mamba-1-heavy stacks need; a longer cosine schedule, not the 1000-step run continued)
+#   steps:  mamba_small 3000 steps and megatron_ratio 2000 at lr 1e-3 (how many steps the Mamba-1-heavy stacks need;
+#           a longer cosine schedule, not the 1000-step run continued)
+#   state:  mamba_small with d_state 64 (Mamba-2's N here) at lr 1e-3, 1000 steps: does recall wait on the state size
+#           (Zoology: recall capacity grows with the recurrent state) or on optimisation?
 # 21 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 400; the whole
 # script ends within ~450 s). Results under $OUT:
 #   19_configs_learn.txt  the table: val accuracy at L64 at steps 250..3000, the first evaluated step >= 0.9, final
@@ -38,7 +40,7 @@ train hybrid_small+lr1e-3+seed1 model=hybrid_small seed=1 lit.optimizer.lr=1e-3
 train transformer_small+lr1e-3+seed1 model=transformer_small seed=1 lit.optimizer.lr=1e-3
 train mamba_small+lr1e-3+3000steps model=mamba_small lit.optimizer.lr=1e-3 trainer.max_steps=3000
 train megatron_ratio+lr1e-3+2000steps model=megatron_ratio lit.optimizer.lr=1e-3 trainer.max_steps=2000
-train jamba_small+lr3e-3+2000steps model=jamba_small lit.optimizer.lr=3e-3 trainer.max_steps=2000
+train mamba_small+lr1e-3+dstate64 model=mamba_small lit.optimizer.lr=1e-3 model.blocks.M.d_state=64
 wait
 python3 - "$ROOT" "$OUT" <<'PY'
 import csv, json, math, re, sys
