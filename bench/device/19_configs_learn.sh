@@ -8,9 +8,11 @@
 #   seeds:  hybrid_small and transformer_small at seed 1 with lr 1e-3 (is the lower rate safe for every seed?)
 #   steps:  mamba_small 3000 steps and megatron_ratio 2000 at lr 1e-3 (how many steps the Mamba-1-heavy stacks need;
 #           a longer cosine schedule, not the 1000-step run continued)
+#   rate:   mamba_small at lr 5e-4 (Okpekpe & Orvieto 2025, arXiv 2508.19029: Mamba learns MQAR only in a narrow window
+#           of learning rates, and SSMs gain from width rather than depth; mamba_small is 8 Mamba-1 layers deep)
 #   state:  mamba_small with d_state 64 (Mamba-2's N here) at lr 1e-3, 1000 steps: does recall wait on the state size
 #           (Zoology: recall capacity grows with the recurrent state) or on optimisation?
-# 21 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 400; the whole
+# 22 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
 # script ends within ~450 s). Results under $OUT:
 #   19_configs_learn.txt  the table: val accuracy at L64 at steps 250..3000, the first evaluated step >= 0.9, final
 #                         L64/L128/L256, the mean training loss of the last 50 steps, seconds
@@ -20,7 +22,7 @@
 # Expected: >= 0.9 at L64 for every config at its defaults.
 source .whl/setup_project.sh || exit 1
 ROOT=$(mktemp -d)
-LIMIT=${CONFIGS_LIMIT:-400}
+LIMIT=${CONFIGS_LIMIT:-410}
 python3 -m hybrid.train --cfg job 2>/dev/null | grep -E "^ +(max_steps|lr|warmup_steps|min_lr_ratio|weight_decay|batch_size):" \
   | tr -s ' ' | tr '\n' ' ' > "$ROOT/defaults.txt"
 DEFAULT_LR=$(grep -oE "lr: [0-9.e-]+" "$ROOT/defaults.txt" | cut -d' ' -f2)
@@ -40,6 +42,7 @@ train hybrid_small+lr1e-3+seed1 model=hybrid_small seed=1 lit.optimizer.lr=1e-3
 train transformer_small+lr1e-3+seed1 model=transformer_small seed=1 lit.optimizer.lr=1e-3
 train mamba_small+lr1e-3+3000steps model=mamba_small lit.optimizer.lr=1e-3 trainer.max_steps=3000
 train megatron_ratio+lr1e-3+2000steps model=megatron_ratio lit.optimizer.lr=1e-3 trainer.max_steps=2000
+train mamba_small+lr5e-4 model=mamba_small lit.optimizer.lr=5e-4
 train mamba_small+lr1e-3+dstate64 model=mamba_small lit.optimizer.lr=1e-3 model.blocks.M.d_state=64
 wait
 python3 - "$ROOT" "$OUT" <<'PY'
@@ -88,5 +91,5 @@ with open(out / "19_configs_learn.csv", "w", newline="") as f:
 PY
 echo "== defaults composed: $(cat "$ROOT/defaults.txt")"
 echo "== every model config on the default MQAR task at its defaults (name alone) and at lr $ALT, plus seed and"
-echo "   step evidence; 21 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
+echo "   step evidence; 22 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
 cat "$OUT/19_configs_learn.txt"
