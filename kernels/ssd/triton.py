@@ -4,11 +4,12 @@ The core computed here, per (batch, head), with `acs` the cumulative sum of dt *
     y_i = sum_{j <= i in i's chunk} (C_i . B_j) exp(acs_i - acs_j) dt_j x_j  +  exp(acs_i) H_c C_i
     S_c = sum_{j in chunk c} exp(acs_last - acs_j) dt_j x_j B_j^T            (what chunk c adds to the state)
     H_{c+1} = exp(acs_last of c) H_c + S_c,  H_0 = the initial state,  the final state H_{n_chunks}
-Five kernels: chunk states (also reused in the backward for sum_i exp(acs_i) dy_i C_i^T), state passing forward
-and backward (the only loops over chunks), the chunk output, and two backward kernels (one over row blocks for dC,
-one over column blocks for dx, dB, ddt). The elementwise parts (dt bias/softplus/clamp, the cumulative sum of
-dt * A, D, the z gate) stay in PyTorch around them, differentiated by autograd. Sums over heads sharing a group
-(dB, dC) and over chunk positions are written per program and reduced by torch in a fixed order: no atomics.
+Forward: chunk states (the same kernel gives the backward's sum_i exp(acs_i) dy_i C_i^T), state passing (the only
+loop over chunks; its reverse in the backward) and the chunk output. The backward's four chunk kernels are in
+triton_bwd.py (dCB per group; dC and dB per group, looping over the group's heads; dx per head). The elementwise
+parts (dt bias/softplus/clamp, the cumulative sum of dt * A, D, the z gate) stay in PyTorch around them,
+differentiated by autograd. Sums over a group's heads run inside one program; sums over block pairs are written per
+pair and reduced by torch in a fixed order: no atomics, bitwise repeatable.
 """
 import math
 import os
@@ -172,130 +173,6 @@ def _state_pass_bwd_kernel(G, ACS, HS, DHT, DS, DDECAY, DH0, L, H, P, N, Q,
     tl.store(DH0 + bh.to(tl.int64) * P * N + tile, dstate, mask=mask)
 
 
-@triton.jit
-def _chunk_bwd_rows_kernel(X, DT, ACS, ACS_LO, B, C, HS, DY, DC, DACS, L, H, HG, P, N, Q,
-                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l, sdc_b, sdc_l, sdc_h,
-                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
-    """For the rows i of one block of chunk c: DC[b, i, h] (this head's part of dC_i) and DACS[b, h, i] (the part
-    of d acs_i where i is the row: the y_i terms). DY has X's strides; DC [b, L, h, N] fp32; DACS [b, h, L] fp32."""
-    bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // H, bh % H
-    g = h // HG
-    n_chunks = tl.cdiv(L, Q)
-    r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
-    pos_i = ib * BI + r
-    valid_i = pos_i < Q
-    t_i = c * Q + pos_i
-    acs_base, lo_base = ACS + bh.to(tl.int64) * L, ACS_LO + bh.to(tl.int64) * L
-    acs_i = tl.load(acs_base + t_i, mask=valid_i, other=0.0)
-    lo_i = tl.load(lo_base + t_i, mask=valid_i, other=0.0)
-    c_i = tl.load(C + b.to(tl.int64) * sb_b + t_i[:, None] * sb_l + g * sb_g + n[None, :],
-                  mask=valid_i[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
-    dy_i = tl.load(DY + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :],
-                   mask=valid_i[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
-    hs = HS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
-    h_c = tl.load(hs + p[:, None] * N + n[None, :], mask=(p[:, None] < P) & (n[None, :] < N), other=0.0)  # [P, N]
-    e_i = tl.exp(acs_i)
-    dc = _dot(dy_i, h_c, LOWP) * e_i[:, None]  # [BI, BN]
-    y_off = _dot(c_i, tl.trans(h_c), LOWP) * e_i[:, None]  # [BI, BP]
-    dacs = tl.sum(dy_i * y_off, 1)
-    for jb in range(0, ib + 1):
-        pos_j = jb * BI + r
-        valid_j = pos_j < Q
-        t_j = c * Q + pos_j
-        acs_j = tl.load(acs_base + t_j, mask=valid_j, other=0.0)
-        lo_j = tl.load(lo_base + t_j, mask=valid_j, other=0.0)
-        dt_j = tl.load(DT + b.to(tl.int64) * sdt_b + t_j * sdt_l + h, mask=valid_j, other=0.0)
-        b_j = tl.load(B + b.to(tl.int64) * sb_b + t_j[:, None] * sb_l + g * sb_g + n[None, :],
-                      mask=valid_j[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
-        x_j = tl.load(X + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :],
-                      mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
-        causal = (pos_i[:, None] >= pos_j[None, :]) & valid_j[None, :]
-        decay = tl.exp(tl.where(causal, _seg(acs_i, lo_i, acs_j, lo_j), -float("inf")))
-        cb = _dot(c_i, tl.trans(b_j), LOWP)  # [BI, BJ]
-        dwx = _dot(dy_i, tl.trans(x_j), LOWP)  # d loss / d (the weight of x_j in y_i)
-        dcb = dwx * decay * dt_j[None, :]
-        dc += _dot(dcb, b_j, LOWP)
-        contrib = dcb * cb
-        if jb == ib:  # the diagonal (exp(acs_i - acs_i) = 1) adds to d acs_i here what the column part subtracts:
-            # leave it out of both, or dA drowns in their rounding when the off-diagonal decays are small (large dt |A|)
-            contrib = tl.where(pos_i[:, None] > pos_j[None, :], contrib, 0.0)
-        dacs += tl.sum(contrib, 1)
-    dc_ptr = DC + b.to(tl.int64) * sdc_b + t_i[:, None] * sdc_l + h * sdc_h + n[None, :]
-    tl.store(dc_ptr, dc, mask=valid_i[:, None] & (n[None, :] < N))
-    tl.store(DACS + bh.to(tl.int64) * L + t_i, dacs, mask=valid_i)
-
-
-@triton.jit
-def _chunk_bwd_cols_kernel(X, DT, ACS, ACS_LO, B, C, DS, DY, DX, DB, DDT, DACS, SLAST, L, T, H, HG, P, N, Q,
-                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l, sdc_b, sdc_l, sdc_h,
-                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
-    """For the columns j of one block of chunk c (j as a source: x_j, B_j, dt_j feed y_i for i >= j and S_c):
-    DX [b, L, h, P] (X's strides), DB [b, L, h, N] (this head's part), DDT [b, h, L], DACS [b, h, L] (the part of
-    d acs_j where j is the column), SLAST [b, h, L] (each j's share of d acs_last through S_c), all fp32. T: the
-    length before padding; the chunk's last step before it, like the diagonal, adds to d acs_last what it subtracts
-    from its own d acs (exp(acs_last - acs_last) = 1), so it is left out of both."""
-    bh, c, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // H, bh % H
-    g = h // HG
-    n_chunks = tl.cdiv(L, Q)
-    r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
-    pos_j = jb * BI + r
-    valid_j = pos_j < Q
-    t_j = c * Q + pos_j
-    acs_base, lo_base = ACS + bh.to(tl.int64) * L, ACS_LO + bh.to(tl.int64) * L
-    acs_j = tl.load(acs_base + t_j, mask=valid_j, other=0.0)
-    lo_j = tl.load(lo_base + t_j, mask=valid_j, other=0.0)
-    acs_last, lo_last = tl.load(acs_base + c * Q + Q - 1), tl.load(lo_base + c * Q + Q - 1)
-    dt_j = tl.load(DT + b.to(tl.int64) * sdt_b + t_j * sdt_l + h, mask=valid_j, other=0.0)
-    b_j = tl.load(B + b.to(tl.int64) * sb_b + t_j[:, None] * sb_l + g * sb_g + n[None, :],
-                  mask=valid_j[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
-    x_j = tl.load(X + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :],
-                  mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
-    ds = DS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
-    ds_c = tl.load(ds + p[:, None] * N + n[None, :], mask=(p[:, None] < P) & (n[None, :] < N), other=0.0)  # [P, N]
-    # through S_c = sum_j exp(acs_last - acs_j) dt_j x_j B_j^T
-    to_end = tl.where(valid_j, tl.exp((acs_last - acs_j) + (lo_last - lo_j)), 0.0)
-    dsb = _dot(b_j, tl.trans(ds_c), LOWP)  # [BJ, BP]: dS_c B_j
-    xds = _dot(x_j, ds_c, LOWP)  # [BJ, BN]: x_j^T dS_c
-    dx = dsb * (to_end * dt_j)[:, None]
-    db = xds * (to_end * dt_j)[:, None]
-    share = to_end * tl.sum(x_j * dsb, 1)  # d loss / d (dt_j) through S_c
-    ddt = share
-    last = tl.minimum(c * Q + Q, T) - 1
-    share_acs = tl.where(t_j == last, 0.0, share * dt_j)
-    dacs = -share_acs
-    for ib in range(jb, tl.cdiv(Q, BI)):
-        pos_i = ib * BI + r
-        valid_i = pos_i < Q
-        t_i = c * Q + pos_i
-        acs_i = tl.load(acs_base + t_i, mask=valid_i, other=0.0)
-        lo_i = tl.load(lo_base + t_i, mask=valid_i, other=0.0)
-        c_i = tl.load(C + b.to(tl.int64) * sb_b + t_i[:, None] * sb_l + g * sb_g + n[None, :],
-                      mask=valid_i[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
-        dy_i = tl.load(DY + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :],
-                       mask=valid_i[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
-        causal = (pos_i[:, None] >= pos_j[None, :]) & valid_i[:, None] & valid_j[None, :]
-        decay = tl.exp(tl.where(causal, _seg(acs_i, lo_i, acs_j, lo_j), -float("inf")))  # [BI, BJ]
-        cb_decay = _dot(c_i, tl.trans(b_j), LOWP) * decay
-        dwx = _dot(dy_i, tl.trans(x_j), LOWP)
-        dx += _dot(tl.trans(cb_decay * dt_j[None, :]), dy_i, LOWP)
-        db += _dot(tl.trans(dwx * decay * dt_j[None, :]), c_i, LOWP)
-        contrib = dwx * cb_decay
-        col = tl.sum(contrib, 0)
-        ddt += col
-        if ib == jb:  # the diagonal stays out of d acs (see the rows kernel)
-            col = tl.sum(tl.where(pos_i[:, None] > pos_j[None, :], contrib, 0.0), 0)
-        dacs -= col * dt_j
-    dx_ptr = DX + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :]
-    tl.store(dx_ptr, dx, mask=valid_j[:, None] & (p[None, :] < P))
-    db_ptr = DB + b.to(tl.int64) * sdc_b + t_j[:, None] * sdc_l + h * sdc_h + n[None, :]
-    tl.store(db_ptr, db, mask=valid_j[:, None] & (n[None, :] < N))
-    tl.store(DDT + bh.to(tl.int64) * L + t_j, ddt, mask=valid_j)
-    tl.store(DACS + bh.to(tl.int64) * L + t_j, dacs, mask=valid_j)
-    tl.store(SLAST + bh.to(tl.int64) * L + t_j, share_acs, mask=valid_j)
-
-
 # ---------------------------------------------------------------------------------------------- launchers
 
 def _lowp(x) -> int:
@@ -337,37 +214,9 @@ def ssd_core_forward(x, dt, acs, acs_lo, B, C, h0, Q):
     assert y.stride() == x.stride(), "x must be contiguous"
     _chunk_out_fwd_kernel[(batch * H, n_chunks, triton.cdiv(Q, bi))](
         x, dt, acs, acs_lo, B, C, HS, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1), x.stride(2),
-        B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
+        B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn, LOWP=_lowp(x),
+        num_warps=8)  # 4 warps spill on sm_90
     return y, HT, HS
-
-
-def ssd_core_backward(x, dt, acs, acs_lo, B, C, HS, dy, dhT, Q, T):
-    """Gradients of ssd_core_forward: dx [b, L, h, P], ddt [b, L, h], dacs [b, h, L], dB and dC [b, L, g, N] (all
-    fp32), dh0 [b, h, P, N] fp32. dy has x's strides; dhT may be None; T: the length before padding."""
-    batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
-    f32 = dict(device=x.device, dtype=torch.float32)
-    Gs = _chunk_outer(dy, C, dt, acs, acs_lo, Q, state=False, lowp=_lowp(x))
-    dS, dh0 = torch.empty_like(Gs), torch.empty(batch, H, P, N, **f32)
-    ddecay = torch.empty(batch, H, n_chunks, **f32)
-    _state_pass_bwd_kernel[(batch * H,)](Gs, acs, HS, dhT if dhT is not None else dh0, dS, ddecay, dh0,
-                                         L, H, P, N, Q, HAS_DHT=dhT is not None, BP=bp, BN=bn)
-    del Gs
-    dC_heads, dB_heads = torch.empty(batch, L, H, N, **f32), torch.empty(batch, L, H, N, **f32)
-    dacs_rows, dacs_cols = torch.empty(batch, H, L, **f32), torch.empty(batch, H, L, **f32)
-    ddt, slast = torch.empty(batch, H, L, **f32), torch.empty(batch, H, L, **f32)
-    dx = torch.empty(batch, L, H, P, **f32)
-    grid = (batch * H, n_chunks, triton.cdiv(Q, bi))
-    common = (x.stride(0), x.stride(1), x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0),
-              dt.stride(1), dC_heads.stride(0), dC_heads.stride(1), dC_heads.stride(2))
-    _chunk_bwd_rows_kernel[grid](x, dt, acs, acs_lo, B, C, HS, dy, dC_heads, dacs_rows, L, H, H // G, P, N, Q,
-                                 *common,
-                                 BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
-    _chunk_bwd_cols_kernel[grid](x, dt, acs, acs_lo, B, C, dS, dy, dx, dB_heads, ddt, dacs_cols, slast, L, T, H,
-                                 H // G, P, N, Q, *common, BI=bi, BP=bp, BN=bn, LOWP=_lowp(x))
-    dacs = (dacs_rows + dacs_cols).view(batch, H, n_chunks, Q)
-    dacs[..., -1] += slast.view(batch, H, n_chunks, Q).sum(-1) + ddecay  # acs_last: through S_c and the decay
-    regroup = lambda t: t.view(batch, L, G, H // G, N).sum(3)  # noqa: E731 - heads sharing a group, fixed order
-    return dx, ddt.transpose(1, 2), dacs.view(batch, H, L), regroup(dB_heads), regroup(dC_heads), dh0
 
 
 class _SSDCore(torch.autograd.Function):
@@ -386,6 +235,7 @@ class _SSDCore(torch.autograd.Function):
     def backward(ctx, dy, dhT):
         x, dt, acs, acs_lo, B, C, HS = ctx.saved_tensors
         dy = dy.contiguous() if dy is not None else torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        from hybrid.kernels.ssd.triton_bwd import ssd_core_backward
         dx, ddt, dacs, dB, dC, dh0 = ssd_core_backward(x, dt, acs, acs_lo, B, C, HS, dy,
                                                        None if dhT is None else dhT.contiguous(), ctx.Q, ctx.T)
         x_t, b_t, c_t, h_t = ctx.dtypes
