@@ -43,6 +43,7 @@ STACKS = {"mamba": "M", "jamba": "MFMFMFAF", "jamba_moe": "MEMFMEAF", "transform
 SHAPES = {"cuda": dict(batch=8, length=2048, vocab=50304, d_model=1024, layers=24, steps=6),
           "cpu": dict(batch=2, length=32, vocab=256, d_model=32, layers=8, steps=2)}
 MOE = {"n_experts": 8, "top_k": 2}
+BLOCK_KINDS = ("M", "S", "A", "F", "E")
 
 
 def mamba_ssm_installed() -> bool:
@@ -139,16 +140,24 @@ def models(args, backends, ssd_backends, with_mamba_ssm):
 
 
 def block_modules(args, backends, ssd_backends, with_mamba_ssm):
-    """(provider, module) for the block rows: each of our mixers, and mamba-ssm's Mamba and Mamba2."""
-    yield from ((f"M scan={b}", MIXERS["M"](args.d_model, scan_backend=b)) for b in backends)
-    yield from ((f"S ssd={b}", MIXERS["S"](args.d_model, **mamba2_options(args.d_model, b))) for b in ssd_backends)
-    yield "A", MIXERS["A"](args.d_model, n_heads=max(1, args.d_model // 64))
-    yield "F", MIXERS["F"](args.d_model)
-    yield "E", MIXERS["E"](args.d_model, **MOE)
-    if with_mamba_ssm:
+    """(provider, module) for the block rows of the kinds in args.blocks: each of our mixers, and mamba-ssm's Mamba
+    (with M) and Mamba2 (with S)."""
+    kinds = set(args.blocks)
+    if "M" in kinds:
+        yield from ((f"M scan={b}", MIXERS["M"](args.d_model, scan_backend=b)) for b in backends)
+    if "S" in kinds:
+        yield from ((f"S ssd={b}", MIXERS["S"](args.d_model, **mamba2_options(args.d_model, b)))
+                    for b in ssd_backends)
+    if "A" in kinds:
+        yield "A", MIXERS["A"](args.d_model, n_heads=max(1, args.d_model // 64))
+    if "F" in kinds:
+        yield "F", MIXERS["F"](args.d_model)
+    if "E" in kinds:
+        yield "E", MIXERS["E"](args.d_model, **MOE)
+    if with_mamba_ssm and "M" in kinds:
         from mamba_ssm.modules.mamba_simple import Mamba
         yield "mamba_ssm:Mamba", Mamba(args.d_model)
-    if "mamba_ssm" in ssd_backends:  # pure Triton: runs without mamba-ssm's compiled extension
+    if "mamba_ssm" in ssd_backends and "S" in kinds:  # pure Triton: runs without mamba-ssm's compiled extension
         from mamba_ssm.modules.mamba2 import Mamba2
         # the same options as our S row; the fused path (use_mem_eff_path) needs the causal-conv1d package
         yield "mamba_ssm:Mamba2", Mamba2(args.d_model, headdim=math.gcd(64, 2 * args.d_model), use_mem_eff_path=False)
@@ -227,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--stacks", nargs="+", choices=tuple(STACKS), default=list(STACKS),
                    help="training stacks to run (default: all)")
     p.add_argument("--no-blocks", action="store_true", help="skip the block rows")
+    p.add_argument("--blocks", nargs="+", choices=BLOCK_KINDS, default=list(BLOCK_KINDS),
+                   help="block rows of these kinds only (M with mamba-ssm's Mamba, S with its Mamba2; default: all)")
     p.add_argument("--config", type=json.loads, help="our scan kernels' tile shapes: JSON with some of CONFIG's keys")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path,
@@ -237,7 +248,7 @@ def main(argv=None) -> int:
         return 2
     out = output_path(p, args, "model", dict(batch=None, length=None, vocab=None, d_model=None, layers=None,
                                              steps=None, backends=None, ssd_backends=None, config=None,
-                                             stacks=list(STACKS)))
+                                             stacks=list(STACKS), blocks=list(BLOCK_KINDS)))
     for k, v in SHAPES[args.device].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
