@@ -1,0 +1,31 @@
+#!/bin/bash
+# Issue 12, session 5's late device call (~200 s; run after `bash .whl/build_mamba_ssm.sh`, whose import is guarded:
+# without it, ours only), each step one process under its own timeout:
+#   1. python -m hybrid.bench scan: our scan (CONFIG's default) vs mamba-ssm's, block layout and contiguous, fwd and
+#      fwd+bwd, batch 8, dim 2048, N 16, bf16, L 1K, 4K, 16K, 64K (rows saved after each L: a timeout keeps the
+#      shorter ones)                                                                                       (<= 100 s)
+#   2. python -m hybrid.bench model --stacks mamba jamba --blocks M: training tokens/s and peak memory of the pure
+#      Mamba LM and MFMFMFAF x3 on our scan and on mamba-ssm's, and mamba-ssm's MambaLMHeadModel (batch 8 x 2048,
+#      d_model 1024, 24 sublayers, bf16 autocast, fused AdamW); the M block fwd and fwd+bwd on each scan beside
+#      mamba-ssm's `Mamba` module (d_model 1024, batch 8, L 2048)                                          (<= 95 s)
+# Writes $OUT/12_scan.json, 12_scan.log, 12_model.json, 12_model.log; prints a short table last
+# (bench/device/12_final_table.py).
+source .whl/setup_project.sh > /dev/null || exit 1
+export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
+T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total --format=csv,noheader
+if python3 -c "import selective_scan_cuda; from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel" > /dev/null 2>&1; then
+  SCAN_P="ours mamba_ssm"; MODEL_B="triton mamba_ssm"; el "mamba-ssm imports: side by side"
+else
+  SCAN_P="ours"; MODEL_B="triton"; el "mamba-ssm does NOT import: ours only (run bash .whl/build_mamba_ssm.sh first)"
+fi
+timeout -k 5 100 python3 -m hybrid.bench scan --device cuda --layouts block contiguous --providers $SCAN_P \
+  --out $OUT/12_scan.json > $OUT/12_scan.log 2>&1
+el "scan bench exit $?"
+timeout -k 5 95 python3 -m hybrid.bench model --device cuda --stacks mamba jamba --blocks M --backends $MODEL_B \
+  --out $OUT/12_model.json > $OUT/12_model.log 2>&1
+el "model bench exit $?"
+grep -iE "error|Traceback|failed" $OUT/12_scan.log $OUT/12_model.log | head -6
+python3 bench/device/12_final_table.py $OUT/12_scan.json $OUT/12_model.json
+el "end"
