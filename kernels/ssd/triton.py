@@ -106,11 +106,13 @@ def _state_pass_fwd_kernel(S, ACS, H0, HS, HT, L, H, P, N, Q,
 
 
 @triton.jit
-def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, Y, L, H, HG, P, N, Q,
+def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, D, Y, L, H, HG, P, N, Q,
                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l,
-                          BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
-    """Y[b, i, h] for the rows of one block of chunk c: the masked mix within the chunk plus exp(acs_i) H_c C_i.
-    X, Y [b, L, h, P] (Y fp32, X's strides); B, C [b, L, g, N]; HS [b, n_chunks, h, P, N] fp32."""
+                          BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr,
+                          HAS_D: tl.constexpr, D_CH: tl.constexpr):
+    """Y[b, i, h] for the rows of one block of chunk c: the masked mix within the chunk plus exp(acs_i) H_c C_i, plus
+    D x_i (HAS_D; D [h] fp32, or [h, P] with D_CH). X, Y [b, L, h, P] (Y in X's dtype, X's strides); B, C [b, L, g, N];
+    HS [b, n_chunks, h, P, N] fp32."""
     bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // H, bh % H
     g = h // HG
@@ -142,8 +144,15 @@ def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, Y, L, H, HG, P, N, Q,
         decay = tl.exp(tl.where(causal, _seg(acs_i, lo_i, acs_j, lo_j), -float("inf")))
         w = _dot(c_i, tl.trans(b_j), LOWP) * decay * dt_j[None, :]
         y += _dot(w, x_j, LOWP)
+    if HAS_D:  # the skip connection here, so that y leaves in x's dtype (no fp32 [b, L, h, P] round trips in torch)
+        x_i = tl.load(X + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :],
+                      mask=valid_i[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
+        if D_CH:
+            y += x_i * tl.load(D + h * P + p, mask=p < P, other=0.0)[None, :]
+        else:
+            y += x_i * tl.load(D + h)
     y_ptr = Y + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :]
-    tl.store(y_ptr, y, mask=valid_i[:, None] & (p[None, :] < P))
+    tl.store(y_ptr, y.to(Y.dtype.element_ty), mask=valid_i[:, None] & (p[None, :] < P))
 
 
 @triton.jit
@@ -201,46 +210,49 @@ def _chunk_outer(u, v, dt, acs, acs_lo, Q, state: bool, lowp: int):
     return out
 
 
-def ssd_core_forward(x, dt, acs, acs_lo, B, C, h0, Q):
-    """x [b, L, h, P], dt [b, L, h] fp32, acs [b, h, L] fp32, B, C [b, L, g, N], h0 [b, h, P, N] or None, with L a
-    multiple of Q. Returns y [b, L, h, P] fp32, the final state [b, h, P, N] fp32, the entering states HS."""
+def ssd_core_forward(x, dt, acs, acs_lo, B, C, D, h0, Q):
+    """x [b, L, h, P], dt [b, L, h] fp32, acs [b, h, L] fp32, B, C [b, L, g, N], D [h] or [h, P] fp32 or None, h0
+    [b, h, P, N] or None, with L a multiple of Q. Returns y [b, L, h, P] in x's dtype (D x included), the final
+    state [b, h, P, N] fp32, the entering states HS."""
     batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
     S = _chunk_outer(x, B, dt, acs, acs_lo, Q, state=True, lowp=_lowp(x))
     HS = torch.empty_like(S)
     HT = torch.empty(batch, H, P, N, device=x.device, dtype=torch.float32)
     _state_pass_fwd_kernel[(batch * H,)](S, acs, h0 if h0 is not None else HT, HS, HT, L, H, P, N, Q,
                                          HAS_H0=h0 is not None, BP=bp, BN=bn)
-    y = torch.empty(batch, L, H, P, device=x.device, dtype=torch.float32)
+    y = torch.empty_like(x)
     assert y.stride() == x.stride(), "x must be contiguous"
     _chunk_out_fwd_kernel[(batch * H, n_chunks, triton.cdiv(Q, bi))](
-        x, dt, acs, acs_lo, B, C, HS, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1), x.stride(2),
-        B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn, LOWP=_lowp(x),
+        x, dt, acs, acs_lo, B, C, HS, D if D is not None else x, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1),
+        x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn,
+        LOWP=_lowp(x), HAS_D=D is not None, D_CH=D is not None and D.dim() == 2,
         num_warps=8)  # 4 warps spill on sm_90
     return y, HT, HS
 
 
 class _SSDCore(torch.autograd.Function):
-    """(x, dt, acs, acs_lo, B, C, h0) -> (y fp32, final state fp32), L a multiple of the chunk size Q (T steps before
-    the padding), acs + acs_lo the log decays as two floats (no gradient for acs_lo); see the module doc."""
+    """(x, dt, acs, acs_lo, B, C, D, h0) -> (y in x's dtype, final state fp32), L a multiple of the chunk size Q (T
+    steps before the padding), acs + acs_lo the log decays as two floats (no gradient for acs_lo), D fp32 or None;
+    see the module doc."""
 
     @staticmethod
-    def forward(ctx, x, dt, acs, acs_lo, B, C, h0, Q, T):
-        y, hT, HS = ssd_core_forward(x, dt, acs, acs_lo, B, C, h0, Q)
-        ctx.save_for_backward(x, dt, acs, acs_lo, B, C, HS)
+    def forward(ctx, x, dt, acs, acs_lo, B, C, D, h0, Q, T):
+        y, hT, HS = ssd_core_forward(x, dt, acs, acs_lo, B, C, D, h0, Q)
+        ctx.save_for_backward(x, dt, acs, acs_lo, B, C, D, HS)
         ctx.Q, ctx.T, ctx.has_h0 = Q, T, h0 is not None
         ctx.dtypes = (x.dtype, B.dtype, C.dtype, None if h0 is None else h0.dtype)
         return y, hT
 
     @staticmethod
     def backward(ctx, dy, dhT):
-        x, dt, acs, acs_lo, B, C, HS = ctx.saved_tensors
-        dy = dy.contiguous() if dy is not None else torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        x, dt, acs, acs_lo, B, C, D, HS = ctx.saved_tensors
+        dy = dy.contiguous() if dy is not None else torch.zeros_like(x)
         from hybrid.kernels.ssd.triton_bwd import ssd_core_backward
-        dx, ddt, dacs, dB, dC, dh0 = ssd_core_backward(x, dt, acs, acs_lo, B, C, HS, dy,
-                                                       None if dhT is None else dhT.contiguous(), ctx.Q, ctx.T)
+        dx, ddt, dacs, dB, dC, dD, dh0 = ssd_core_backward(x, dt, acs, acs_lo, B, C, D, HS, dy,
+                                                           None if dhT is None else dhT.contiguous(), ctx.Q, ctx.T)
         x_t, b_t, c_t, h_t = ctx.dtypes
-        return (dx.to(x_t), ddt, dacs, None, dB.to(b_t), dC.to(c_t), dh0.to(h_t) if ctx.has_h0 else None, None,
-                None)
+        return (dx.to(x_t), ddt, dacs, None, dB.to(b_t), dC.to(c_t), dD, dh0.to(h_t) if ctx.has_h0 else None,
+                None, None)
 
 
 def ssd_triton(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=False,
@@ -267,7 +279,10 @@ def ssd_triton(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_soft
     acs = acs64.float()
     acs_lo = (acs64.detach() - acs.detach().double()).float()
     h0 = None if initial_states is None else initial_states.float().contiguous()
+    Df = None if D is None else D.float().contiguous()  # its gradient comes back in fp32, autograd casts it to D's
     y, hT = _SSDCore.apply(xs.contiguous(), dts.contiguous(), acs.contiguous(), acs_lo.contiguous(), Bs.contiguous(),
-                           Cs.contiguous(), h0, Q, L)
-    y = _finish(y[:, :L], x.float(), D, z, torch.float32).to(x.dtype)
+                           Cs.contiguous(), Df, h0, Q, L)
+    y = y[:, :L]
+    if z is not None:  # the gate in fp32 on y (already in x's dtype: one rounding more for 16-bit inputs)
+        y = _finish(y.float(), None, None, z, torch.float32).to(x.dtype)
     return (y, hT) if return_final_states else y

@@ -169,11 +169,13 @@ def _db_kernel(X, DT, ACS, ACS_LO, B, C, DS, DCB, DB, SHARE, SLAST, L, T, H, HG,
 
 
 @triton.jit
-def _dx_kernel(DT, ACS, ACS_LO, B, CB, DS, DY, DX, L, H, HG, P, N, Q, NBLK,
+def _dx_kernel(X, DT, ACS, ACS_LO, B, CB, DS, DY, D, DX, DDP, L, H, HG, P, N, Q, NBLK,
                sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l,
-               BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
+               BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr,
+               HAS_D: tl.constexpr, D_CH: tl.constexpr):
     """DX [b, L, h, P] fp32 (DY's strides) for the columns of block jb of chunk c, one head (module doc); CB is the
-    [b, c, g, Q, Q] fp32 that _dcb_kernel wrote."""
+    [b, c, g, Q, Q] fp32 that _dcb_kernel wrote. With HAS_D (D [h], or [h, P] with D_CH, fp32): DX += D dy_j and
+    DDP[b, h, c, jb] [P] = sum_j dy_j x_j, this block's share of dD."""
     bh, c, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // H, bh % H
     G = H // HG
@@ -207,13 +209,24 @@ def _dx_kernel(DT, ACS, ACS_LO, B, CB, DS, DY, DX, L, H, HG, P, N, Q, NBLK,
         dy_i = tl.load(DY + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :],
                        mask=valid_i[:, None] & (p[None, :] < P), other=0.0)
         dx += _dot(tl.trans(cb * decay * dt_j[None, :]), dy_i, LOWP)
+    if HAS_D:
+        tile = b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :]
+        inside = valid_j[:, None] & (p[None, :] < P)
+        dy_j = tl.load(DY + tile, mask=inside, other=0.0).to(tl.float32)
+        x_j = tl.load(X + tile, mask=inside, other=0.0).to(tl.float32)
+        if D_CH:
+            dx += dy_j * tl.load(D + h * P + p, mask=p < P, other=0.0)[None, :]
+        else:
+            dx += dy_j * tl.load(D + h)
+        tl.store(DDP + ((bh.to(tl.int64) * n_chunks + c) * NBLK + jb) * P + p, tl.sum(dy_j * x_j, 0), mask=p < P)
     tl.store(DX + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :], dx,
              mask=valid_j[:, None] & (p[None, :] < P))
 
 
-def ssd_core_backward(x, dt, acs, acs_lo, B, C, HS, dy, dhT, Q, T):
-    """Gradients of ssd_core_forward: dx [b, L, h, P], ddt [b, L, h], dacs [b, h, L], dB and dC [b, L, g, N] (all
-    fp32), dh0 [b, h, P, N] fp32. dy has x's strides; dhT may be None; T: the length before padding."""
+def ssd_core_backward(x, dt, acs, acs_lo, B, C, D, HS, dy, dhT, Q, T):
+    """Gradients of ssd_core_forward: dx [b, L, h, P], ddt [b, L, h], dacs [b, h, L], dB and dC [b, L, g, N], dD (D's
+    shape, None without D), dh0 [b, h, P, N], all fp32. dy has x's strides (and dtype); dhT may be None; T: the
+    length before padding."""
     batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
     nblk, lowp = triton.cdiv(Q, bi), _lowp(x)
     f32 = dict(device=x.device, dtype=torch.float32)
@@ -241,10 +254,14 @@ def ssd_core_backward(x, dt, acs, acs_lo, B, C, HS, dy, dhT, Q, T):
     del dCB
     dx = torch.empty(batch, L, H, P, **f32)
     assert dx.stride() == x.stride() == dy.stride(), "x and dy must be contiguous"
-    _dx_kernel[(batch * H, n_chunks, nblk)](dt, acs, acs_lo, B, CB, dS, dy, dx, L, H, H // G, P, N, Q, nblk,
-                                            *strides, dt.stride(0), dt.stride(1), **tiles)
+    ddp = torch.empty(batch, H, n_chunks, nblk, P, **f32) if D is not None else None
+    _dx_kernel[(batch * H, n_chunks, nblk)](x, dt, acs, acs_lo, B, CB, dS, dy, D if D is not None else x, dx,
+                                            ddp if D is not None else dx, L, H, H // G, P, N, Q, nblk, *strides,
+                                            dt.stride(0), dt.stride(1), **tiles, HAS_D=D is not None,
+                                            D_CH=D is not None and D.dim() == 2)
+    dD = None if D is None else ddp.sum((0, 2, 3)).reshape(D.shape) if D.dim() == 2 else ddp.sum((0, 2, 3, 4))
     col = colp.sum(2)  # [b, h, L]: the block pairs' shares in a fixed order
     ddt = share + col + diag
     dacs = (dacs_state + rowp.sum(2) - col * dt.transpose(1, 2) - slast).view(batch, H, n_chunks, Q)
     dacs[..., -1] += slast.view(batch, H, n_chunks, Q).sum(-1) + ddecay  # acs_last: through S_c and the decay
-    return dx, ddt.transpose(1, 2), dacs.view(batch, H, L), dB, dC, dh0
+    return dx, ddt.transpose(1, 2), dacs.view(batch, H, L), dB, dC, dD, dh0

@@ -106,9 +106,23 @@ def test_no_optional_inputs_dt_limits_and_unused_state():
         assert rel_err(leaves[k].grad.cpu(), ref[k].grad) < TOL[torch.float32], k
 
 
+def test_d_per_channel():
+    """D [heads, head_dim] (added inside the output kernel, its gradient summed per block there) with the z gate."""
+    inputs = make_inputs(2, 45, 3, 5, 1, 4, seed=8)
+    inputs["D"] = torch.randn(3, 5, generator=torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(10)
+    weights = (torch.randn(2, 45, 3, 5, generator=g, dtype=torch.float64),
+               torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64))
+    grads, grads64 = triton_vs_float64(inputs, weights, 16)
+    for name in NAMES:
+        assert grads[name].shape == grads64[name].shape, name
+        assert rel_err(grads[name].cpu(), grads64[name]) < TOL[torch.float32], name
+
+
 def test_bf16_inputs_and_gradients():
-    """16-bit inputs multiply in bf16 (fp32 accumulation): outputs and gradients within bf16's tolerance."""
-    names = ("x", "dt", "A", "B", "C")
+    """16-bit inputs multiply in bf16 (fp32 accumulation), y leaves the kernel in bf16 (D added inside, the z gate
+    after): outputs and gradients within bf16's tolerance."""
+    names = ("x", "dt", "A", "B", "C", "D", "z")
     inp = {k: v for k, v in make_inputs(1, 40, 2, 4, 2, 4, seed=4, dtype=torch.bfloat16).items() if k in names}
     leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in inp.items()}
     y = ssd(**leaves, chunk_size=16, dt_softplus=True, backend="triton")
