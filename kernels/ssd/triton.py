@@ -21,6 +21,7 @@ import triton.language as tl
 from hybrid.kernels.ssd.reference import _finish, process_dt
 
 BLOCK = 64  # positions per row/column block inside a chunk (at least 16, for tl.dot)
+BPS = 16  # state rows per program of the state passing (P = 64: 4 programs per (batch, head))
 
 
 def _pow2(n: int) -> int:
@@ -84,19 +85,20 @@ def _chunk_outer_kernel(U, V, DT, ACS, ACS_LO, OUT, L, H, HG, P, N, Q,
 
 @triton.jit
 def _state_pass_fwd_kernel(S, ACS, H0, HS, HT, L, H, P, N, Q,
-                           HAS_H0: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
+                           HAS_H0: tl.constexpr, BPS: tl.constexpr, BN: tl.constexpr):
     """HS[b, c, h] = the state entering chunk c; H <- exp(acs_last) H + S_c; HT = the final state. All [P, N] fp32,
-    S and HS [b, n_chunks, h, P, N], H0 and HT [b, h, P, N]."""
-    bh = tl.program_id(0)
+    S and HS [b, n_chunks, h, P, N], H0 and HT [b, h, P, N]. A program owns BPS rows of the state (the loop over
+    chunks is sequential: more programs hide more of its latency)."""
+    bh, pb = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     n_chunks = tl.cdiv(L, Q)
-    p, n = tl.arange(0, BP), tl.arange(0, BN)
+    p, n = pb * BPS + tl.arange(0, BPS), tl.arange(0, BN)
     tile = p[:, None] * N + n[None, :]
     mask = (p[:, None] < P) & (n[None, :] < N)
     if HAS_H0:
         state = tl.load(H0 + bh.to(tl.int64) * P * N + tile, mask=mask, other=0.0).to(tl.float32)
     else:
-        state = tl.zeros((BP, BN), dtype=tl.float32)
+        state = tl.zeros((BPS, BN), dtype=tl.float32)
     for c in range(0, n_chunks):
         at = ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
         tl.store(HS + at + tile, state, mask=mask)
@@ -157,27 +159,30 @@ def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, D, Y, L, H, HG, P, N, Q,
 
 @triton.jit
 def _state_pass_bwd_kernel(G, ACS, HS, DHT, DS, DDECAY, DH0, L, H, P, N, Q,
-                           HAS_DHT: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr):
-    """The reverse of the state passing. dH (the gradient of the state leaving chunk c) starts at DHT; per chunk
-    c (last first): DS[c] = dH; DDECAY[b, h, c] = sum(dH * H_c) exp(acs_last) (the gradient of acs_last through the
-    decay); dH <- exp(acs_last) dH + G_c. DH0 = the gradient of the initial state. G, HS, DS [b, n_chunks, h, P, N]."""
-    bh = tl.program_id(0)
+                           HAS_DHT: tl.constexpr, BPS: tl.constexpr, BN: tl.constexpr):
+    """The reverse of the state passing, BPS rows of the state per program. dH (the gradient of the state leaving
+    chunk c) starts at DHT; per chunk c (last first): DS[c] = dH (in DS's dtype: the backward only multiplies it on
+    the tensor cores); DDECAY[b, h, c, pb] = this program's rows of sum(dH * H_c) exp(acs_last) (the gradient of
+    acs_last through the decay); dH <- exp(acs_last) dH + G_c. DH0 = the gradient of the initial state. G, HS, DS
+    [b, n_chunks, h, P, N]; DDECAY [b, h, n_chunks, cdiv(P, BPS)]."""
+    bh, pb = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     n_chunks = tl.cdiv(L, Q)
-    p, n = tl.arange(0, BP), tl.arange(0, BN)
+    n_pb = tl.num_programs(1)
+    p, n = pb * BPS + tl.arange(0, BPS), tl.arange(0, BN)
     tile = p[:, None] * N + n[None, :]
     mask = (p[:, None] < P) & (n[None, :] < N)
     if HAS_DHT:
         dstate = tl.load(DHT + bh.to(tl.int64) * P * N + tile, mask=mask, other=0.0).to(tl.float32)
     else:
-        dstate = tl.zeros((BP, BN), dtype=tl.float32)
+        dstate = tl.zeros((BPS, BN), dtype=tl.float32)
     for k in range(0, n_chunks):
         c = n_chunks - 1 - k
         at = ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
-        tl.store(DS + at + tile, dstate, mask=mask)
+        tl.store(DS + at + tile, dstate.to(DS.dtype.element_ty), mask=mask)
         decay = tl.exp(tl.load(ACS + bh.to(tl.int64) * L + c * Q + Q - 1))
         h_c = tl.load(HS + at + tile, mask=mask, other=0.0)
-        tl.store(DDECAY + bh.to(tl.int64) * n_chunks + c, tl.sum(tl.sum(dstate * h_c, 1), 0) * decay)
+        tl.store(DDECAY + (bh.to(tl.int64) * n_chunks + c) * n_pb + pb, tl.sum(tl.sum(dstate * h_c, 1), 0) * decay)
         dstate = decay * dstate + tl.load(G + at + tile, mask=mask, other=0.0)
     tl.store(DH0 + bh.to(tl.int64) * P * N + tile, dstate, mask=mask)
 
@@ -218,8 +223,8 @@ def ssd_core_forward(x, dt, acs, acs_lo, B, C, D, h0, Q):
     S = _chunk_outer(x, B, dt, acs, acs_lo, Q, state=True, lowp=_lowp(x))
     HS = torch.empty_like(S)
     HT = torch.empty(batch, H, P, N, device=x.device, dtype=torch.float32)
-    _state_pass_fwd_kernel[(batch * H,)](S, acs, h0 if h0 is not None else HT, HS, HT, L, H, P, N, Q,
-                                         HAS_H0=h0 is not None, BP=bp, BN=bn)
+    _state_pass_fwd_kernel[(batch * H, triton.cdiv(P, BPS))](S, acs, h0 if h0 is not None else HT, HS, HT, L, H, P,
+                                                             N, Q, HAS_H0=h0 is not None, BPS=BPS, BN=bn)
     y = torch.empty_like(x)
     assert y.stride() == x.stride(), "x must be contiguous"
     _chunk_out_fwd_kernel[(batch * H, n_chunks, triton.cdiv(Q, bi))](

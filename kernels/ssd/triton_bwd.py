@@ -16,7 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from hybrid.kernels.ssd.triton import _chunk_outer, _dot, _lowp, _seg, _sizes, _state_pass_bwd_kernel
+from hybrid.kernels.ssd.triton import BPS, _chunk_outer, _dot, _lowp, _seg, _sizes, _state_pass_bwd_kernel
+
+_DOT_DTYPE = {0: torch.float32, 1: torch.bfloat16, 2: torch.float16}  # what _dot multiplies in, per LOWP
 
 
 @triton.jit
@@ -173,7 +175,7 @@ def _dx_kernel(X, DT, ACS, ACS_LO, B, CB, DS, DY, D, DX, DDP, L, H, HG, P, N, Q,
                sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l,
                BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr,
                HAS_D: tl.constexpr, D_CH: tl.constexpr):
-    """DX [b, L, h, P] fp32 (DY's strides) for the columns of block jb of chunk c, one head (module doc); CB is the
+    """DX [b, L, h, P] (X's dtype and strides) for the columns of block jb of chunk c, one head (module doc); CB is the
     [b, c, g, Q, Q] fp32 that _dcb_kernel wrote. With HAS_D (D [h], or [h, P] with D_CH, fp32): DX += D dy_j and
     DDP[b, h, c, jb] [P] = sum_j dy_j x_j, this block's share of dD."""
     bh, c, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -219,23 +221,26 @@ def _dx_kernel(X, DT, ACS, ACS_LO, B, CB, DS, DY, D, DX, DDP, L, H, HG, P, N, Q,
         else:
             dx += dy_j * tl.load(D + h)
         tl.store(DDP + ((bh.to(tl.int64) * n_chunks + c) * NBLK + jb) * P + p, tl.sum(dy_j * x_j, 0), mask=p < P)
-    tl.store(DX + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :], dx,
+    tl.store(DX + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :], dx.to(DX.dtype.element_ty),
              mask=valid_j[:, None] & (p[None, :] < P))
 
 
 def ssd_core_backward(x, dt, acs, acs_lo, B, C, D, HS, dy, dhT, Q, T):
-    """Gradients of ssd_core_forward: dx [b, L, h, P], ddt [b, L, h], dacs [b, h, L], dB and dC [b, L, g, N], dD (D's
-    shape, None without D), dh0 [b, h, P, N], all fp32. dy has x's strides (and dtype); dhT may be None; T: the
-    length before padding."""
+    """Gradients of ssd_core_forward: dx [b, L, h, P] in x's dtype; ddt [b, L, h], dacs [b, h, L], dB and dC
+    [b, L, g, N], dD (D's shape, None without D), dh0 [b, h, P, N], all fp32. dy has x's strides (and dtype); dhT
+    may be None; T: the length before padding."""
     batch, L, H, P, G, N, n_chunks, bi, bp, bn = _sizes(x, B, Q)
     nblk, lowp = triton.cdiv(Q, bi), _lowp(x)
     f32 = dict(device=x.device, dtype=torch.float32)
     Gs = _chunk_outer(dy, C, dt, acs, acs_lo, Q, state=False, lowp=lowp)
-    dS, dh0 = torch.empty_like(Gs), torch.empty(batch, H, P, N, **f32)
-    ddecay = torch.empty(batch, H, n_chunks, **f32)
-    _state_pass_bwd_kernel[(batch * H,)](Gs, acs, HS, dhT if dhT is not None else dh0, dS, ddecay, dh0,
-                                         L, H, P, N, Q, HAS_DHT=dhT is not None, BP=bp, BN=bn)
+    # dS only enters _dot, which rounds it to its dtype anyway: stored so (half the bytes for 16-bit inputs)
+    dS, dh0 = torch.empty_like(Gs, dtype=_DOT_DTYPE[lowp]), torch.empty(batch, H, P, N, **f32)
+    n_pb = triton.cdiv(P, BPS)
+    ddecay = torch.empty(batch, H, n_chunks, n_pb, **f32)
+    _state_pass_bwd_kernel[(batch * H, n_pb)](Gs, acs, HS, dhT if dhT is not None else dh0, dS, ddecay, dh0,
+                                              L, H, P, N, Q, HAS_DHT=dhT is not None, BPS=BPS, BN=bn)
     del Gs
+    ddecay = ddecay.sum(-1)  # [b, h, n_chunks]: the row blocks' shares in a fixed order
     strides = (x.stride(0), x.stride(1), x.stride(2), B.stride(0), B.stride(1), B.stride(2))
     tiles = dict(BI=bi, BP=bp, BN=bn, LOWP=lowp)  # 8 warps where [BI, N] fp32 tiles would spill with 4 (sm_90)
     dCB, CB = torch.empty(batch, n_chunks, G, Q, Q, **f32), torch.empty(batch, n_chunks, G, Q, Q, **f32)
@@ -252,8 +257,8 @@ def ssd_core_backward(x, dt, acs, acs_lo, B, C, D, HS, dy, dhT, Q, T):
                                             P, N, Q, nblk, *strides, dt.stride(0), dt.stride(1), dB.stride(0),
                                             dB.stride(1), dB.stride(2), **tiles, num_warps=8)
     del dCB
-    dx = torch.empty(batch, L, H, P, **f32)
-    assert dx.stride() == x.stride() == dy.stride(), "x and dy must be contiguous"
+    dx = torch.empty_like(x)  # written in x's dtype
+    assert dx.stride() == dy.stride(), "x and dy must be contiguous"
     ddp = torch.empty(batch, H, n_chunks, nblk, P, **f32) if D is not None else None
     _dx_kernel[(batch * H, n_chunks, nblk)](x, dt, acs, acs_lo, B, CB, dS, dy, D if D is not None else x, dx,
                                             ddp if D is not None else dx, L, H, H // G, P, N, Q, nblk, *strides,
