@@ -108,15 +108,38 @@ def _state_pass_fwd_kernel(S, ACS, H0, HS, HT, L, H, P, N, Q,
 
 
 @triton.jit
-def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, D, Y, L, H, HG, P, N, Q,
+def _cb_kernel(B, C, CB, L, G, N, Q, NBLK, sb_b, sb_l, sb_g,
+               BI: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
+    """CB[b, c, g] [Q, Q] fp32 = C_i . B_j for one block pair (rows ib >= columns jb) of chunk c: once per group,
+    read by every head of it (B, C [b, L, g, N]; pairs above the diagonal are never read and stay unwritten)."""
+    bg, c, pair = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ib, jb = pair // NBLK, pair % NBLK
+    if jb > ib:
+        return
+    b, g = bg // G, bg % G
+    n_chunks = tl.cdiv(L, Q)
+    r, n = tl.arange(0, BI), tl.arange(0, BN)
+    pos_i, pos_j = ib * BI + r, jb * BI + r
+    valid_i, valid_j = pos_i < Q, pos_j < Q
+    c_i = tl.load(C + b.to(tl.int64) * sb_b + (c * Q + pos_i)[:, None] * sb_l + g * sb_g + n[None, :],
+                  mask=valid_i[:, None] & (n[None, :] < N), other=0.0)
+    b_j = tl.load(B + b.to(tl.int64) * sb_b + (c * Q + pos_j)[:, None] * sb_l + g * sb_g + n[None, :],
+                  mask=valid_j[:, None] & (n[None, :] < N), other=0.0)
+    blk = ((b.to(tl.int64) * n_chunks + c) * G + g) * Q * Q + pos_i[:, None] * Q + pos_j[None, :]
+    tl.store(CB + blk, _dot(c_i, tl.trans(b_j), LOWP), mask=valid_i[:, None] & valid_j[None, :])
+
+
+@triton.jit
+def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, C, CB, HS, D, Y, L, H, HG, P, N, Q,
                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l,
                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr,
                           HAS_D: tl.constexpr, D_CH: tl.constexpr):
-    """Y[b, i, h] for the rows of one block of chunk c: the masked mix within the chunk plus exp(acs_i) H_c C_i, plus
-    D x_i (HAS_D; D [h] fp32, or [h, P] with D_CH). X, Y [b, L, h, P] (Y in X's dtype, X's strides); B, C [b, L, g, N];
-    HS [b, n_chunks, h, P, N] fp32."""
+    """Y[b, i, h] for the rows of one block of chunk c: the masked mix within the chunk (CB from _cb_kernel) plus
+    exp(acs_i) H_c C_i, plus D x_i (HAS_D; D [h] fp32, or [h, P] with D_CH). X, Y [b, L, h, P] (Y in X's dtype, X's
+    strides); C [b, L, g, N]; CB [b, n_chunks, g, Q, Q] fp32; HS [b, n_chunks, h, P, N] fp32."""
     bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // H, bh % H
+    G = H // HG
     g = h // HG
     n_chunks = tl.cdiv(L, Q)
     r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
@@ -127,10 +150,11 @@ def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, D, Y, L, H, HG, P, N, Q,
     acs_i = tl.load(acs_base + t_i, mask=valid_i, other=0.0)
     lo_i = tl.load(lo_base + t_i, mask=valid_i, other=0.0)
     c_i = tl.load(C + b.to(tl.int64) * sb_b + t_i[:, None] * sb_l + g * sb_g + n[None, :],
-                  mask=valid_i[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+                  mask=valid_i[:, None] & (n[None, :] < N), other=0.0)
     hs = HS + ((b.to(tl.int64) * n_chunks + c) * H + h) * P * N
     h_t = tl.load(hs + p[None, :] * N + n[:, None], mask=(p[None, :] < P) & (n[:, None] < N), other=0.0)  # [N, P]
     y = _dot(c_i, h_t, LOWP) * tl.exp(acs_i)[:, None]
+    cb_base = CB + ((b.to(tl.int64) * n_chunks + c) * G + g) * Q * Q
     for jb in range(0, ib + 1):
         pos_j = jb * BI + r
         valid_j = pos_j < Q
@@ -138,14 +162,12 @@ def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, B, C, HS, D, Y, L, H, HG, P, N, Q,
         acs_j = tl.load(acs_base + t_j, mask=valid_j, other=0.0)
         lo_j = tl.load(lo_base + t_j, mask=valid_j, other=0.0)
         dt_j = tl.load(DT + b.to(tl.int64) * sdt_b + t_j * sdt_l + h, mask=valid_j, other=0.0)
-        b_j = tl.load(B + b.to(tl.int64) * sb_b + t_j[:, None] * sb_l + g * sb_g + n[None, :],
-                      mask=valid_j[:, None] & (n[None, :] < N), other=0.0).to(tl.float32)
+        causal = (pos_i[:, None] >= pos_j[None, :]) & valid_i[:, None] & valid_j[None, :]
+        cb = tl.load(cb_base + pos_i[:, None] * Q + pos_j[None, :], mask=causal, other=0.0)
         x_j = tl.load(X + b.to(tl.int64) * sx_b + t_j[:, None] * sx_l + h * sx_h + p[None, :],
-                      mask=valid_j[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
-        causal = (pos_i[:, None] >= pos_j[None, :]) & valid_j[None, :]
+                      mask=valid_j[:, None] & (p[None, :] < P), other=0.0)
         decay = tl.exp(tl.where(causal, _seg(acs_i, lo_i, acs_j, lo_j), -float("inf")))
-        w = _dot(c_i, tl.trans(b_j), LOWP) * decay * dt_j[None, :]
-        y += _dot(w, x_j, LOWP)
+        y += _dot(cb * decay * dt_j[None, :], x_j, LOWP)
     if HAS_D:  # the skip connection here, so that y leaves in x's dtype (no fp32 [b, L, h, P] round trips in torch)
         x_i = tl.load(X + b.to(tl.int64) * sx_b + t_i[:, None] * sx_l + h * sx_h + p[None, :],
                       mask=valid_i[:, None] & (p[None, :] < P), other=0.0).to(tl.float32)
@@ -225,13 +247,16 @@ def ssd_core_forward(x, dt, acs, acs_lo, B, C, D, h0, Q):
     HT = torch.empty(batch, H, P, N, device=x.device, dtype=torch.float32)
     _state_pass_fwd_kernel[(batch * H, triton.cdiv(P, BPS))](S, acs, h0 if h0 is not None else HT, HS, HT, L, H, P,
                                                              N, Q, HAS_H0=h0 is not None, BPS=BPS, BN=bn)
+    nblk = triton.cdiv(Q, bi)
+    CB = torch.empty(batch, n_chunks, G, Q, Q, device=x.device, dtype=torch.float32)
+    _cb_kernel[(batch * G, n_chunks, nblk * nblk)](B, C, CB, L, G, N, Q, nblk, B.stride(0), B.stride(1), B.stride(2),
+                                                   BI=bi, BN=bn, LOWP=_lowp(x))
     y = torch.empty_like(x)
     assert y.stride() == x.stride(), "x must be contiguous"
-    _chunk_out_fwd_kernel[(batch * H, n_chunks, triton.cdiv(Q, bi))](
-        x, dt, acs, acs_lo, B, C, HS, D if D is not None else x, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1),
+    _chunk_out_fwd_kernel[(batch * H, n_chunks, nblk)](
+        x, dt, acs, acs_lo, C, CB, HS, D if D is not None else x, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1),
         x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn,
-        LOWP=_lowp(x), HAS_D=D is not None, D_CH=D is not None and D.dim() == 2,
-        num_warps=8)  # 4 warps spill on sm_90
+        LOWP=_lowp(x), HAS_D=D is not None, D_CH=D is not None and D.dim() == 2)
     return y, HT, HS
 
 
