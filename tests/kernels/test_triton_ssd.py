@@ -148,6 +148,24 @@ def test_backward_is_deterministic():
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
+def test_v1_switch_runs_session_4s_kernels(monkeypatch):
+    """HYBRID_SSD_TRITON's switch (kept until one GPU call has timed both): v1 runs triton_v1.py, agrees with v2
+    within fp32 rounding; any other value is refused naming the allowed ones."""
+    from hybrid.kernels.ssd import interface
+    inp = make_inputs(1, 20, 2, 4, 1, 3, seed=7)
+    out = {}
+    for version in ("v1", "v2"):
+        monkeypatch.setattr(interface, "TRITON_KERNELS", version)
+        leaves = {k: v.clone().to(DEVICE).requires_grad_(True) for k, v in inp.items()}
+        y = ssd(**leaves, chunk_size=8, dt_softplus=True, backend="triton")
+        y.square().sum().backward()
+        out[version] = [y.detach()] + [leaves[k].grad for k in NAMES]
+    assert all(rel_err(a.cpu(), b.cpu()) < TOL[torch.float32] for a, b in zip(out["v1"], out["v2"]))
+    monkeypatch.setattr(interface, "TRITON_KERNELS", "v3")
+    with pytest.raises(ValueError, match="HYBRID_SSD_TRITON='v3'; allowed: v1, v2"):
+        ssd(**inp, chunk_size=8, backend="triton")
+
+
 def test_float64_is_refused_naming_the_reference():
     inp = make_inputs(1, 4, 1, 2, 1, 2, seed=6)
     args = [inp[k].double().to(DEVICE) for k in ("x", "dt", "A", "B", "C")]
