@@ -1,15 +1,17 @@
 #!/bin/bash
 # Issue 14 (MAMBA2), session 5's SSD measurement, from the repo root with .whl carried; about 3 minutes (step timeouts
-# TESTS_S 40 + CHECK_S 25 + BENCH_S 110 s); results under $OUT (4 files):
-#   tests.log       four of our Triton SSD's tests (tests/kernels/test_triton_ssd.py: production tiles fp32, D per
-#                   channel, bf16, determinism) compiled on the GPU, new kernels (each shape compiles anew: not all);
-#   check.txt       the new kernels (triton.py, "v2") against session 4's (triton_v1.py) at the bench's shape and
-#                   L 4096, bf16: outputs and every gradient (relative difference), and two runs bitwise equal;
+# TESTS_S 30 + CHECK_S 20 + BENCH_S 85 + STAGES_S 45 s); results under $OUT (4 files):
+#   checks.txt      four of our Triton SSD's tests (tests/kernels/test_triton_ssd.py: production tiles fp32, D per
+#                   channel, bf16, determinism) compiled on the GPU (each test shape compiles anew: not all of them),
+#                   then the new kernels (triton.py, "v2") against session 4's (triton_v1.py) at the bench's shape and
+#                   L 4096, bf16: outputs and every gradient (relative difference), and two v2 runs bitwise equal;
 #   ssd_final.json  python -m hybrid.bench ssd --ssd-only: ours v2, ours v1, mamba-ssm's Triton SSD, fwd and fwd+bwd
-#                   at L 1K..64K (batch 8, 32 heads x 64, N 128, chunk 256, bf16) with peak memory; per-kernel times
-#                   at L 16K (--stages); the S block vs mamba-ssm's Mamba2 (no CUDA conv), batch 8, L 2048, d_model
-#                   1024, bf16, fwd+bwd (--block);
-#   bench.log       that bench's output (its table is printed last here).
+#                   at L 1K..64K (batch 8, 32 heads x 64, N 128, chunk 256, bf16) with peak memory;
+#   ssd_stages_block.json  a second run: per-kernel GPU times of each at L 16K (--stages) and the S block vs
+#                   mamba-ssm's Mamba2 (no CUDA conv), batch 8, L 2048, d_model 1024, bf16, fwd+bwd (--block);
+#   bench.log       both runs' output (the tables are printed last here).
+# Separate processes, each with its limit, so that a slow step (mamba-ssm compiling its autotuning configs in the
+# first) cannot take the others' results; the second finds the compiled kernels in Triton's disk cache.
 # mamba-ssm: the built package where `import mamba_ssm` works, else its pure-Triton SSD and Mamba2 module from the
 # source tarball in .whl/src under a stub package __init__ (as 14_ssd.sh), else no mamba-ssm rows. Only bf16 runs of
 # mamba-ssm (its fp32 autotuning takes over a minute).
@@ -28,10 +30,11 @@ fi
 MAMBA=$(python3 -c "import mamba_ssm.ops.triton.ssd_combined, mamba_ssm; print('mamba-ssm', mamba_ssm.__version__)" \
   2>&1 | tail -1)
 
-timeout ${TESTS_S:-40} python3 -m pytest -q -p no:cacheprovider tests/kernels/test_triton_ssd.py \
-  -k "production or per_channel or bf16 or deterministic" > "$OUT/tests.log" 2>&1
+timeout ${TESTS_S:-30} python3 -m pytest -q -p no:cacheprovider tests/kernels/test_triton_ssd.py \
+  -k "production or per_channel or bf16 or deterministic" > "$OUT/checks.txt" 2>&1
+echo "tests exit $?" >> "$OUT/checks.txt"
 
-timeout ${CHECK_S:-25} python3 - > "$OUT/check.txt" 2>&1 <<'PY'
+timeout ${CHECK_S:-20} python3 - >> "$OUT/checks.txt" 2>&1 <<'PY'
 import torch
 from hybrid.bench.ssd import ssd_inputs
 from hybrid.kernels.ssd import interface
@@ -54,11 +57,14 @@ diffs = [f"{n} {rel(a, b):.1e}" for n, a, b in zip(names, runs["v2"][0], runs["v
 print("v2 vs v1 rel diff: " + " ".join(diffs))
 PY
 
-timeout ${BENCH_S:-110} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
-  --stages 16384 --block --out "$OUT/ssd_final.json" > "$OUT/bench.log" 2>&1
-echo "== exit $?; $MAMBA"
-echo "== tests (compiled): $(tail -1 "$OUT/tests.log")"
-echo "== check:"; tail -3 "$OUT/check.txt"
-echo "== stages and block:"; grep -v "^  L=\|^  block \|^USDT\|Warning\|warn" "$OUT/bench.log" \
-  | grep -v "^ *[0-9]* ours\|^ *[0-9]* mamba\|^ *L provider" | tail -50
-echo "== ssd (ms, peak MiB):"; grep "^ *L provider\|^ *[0-9]* ours:triton\|^ *[0-9]* mamba_ssm" "$OUT/bench.log"
+timeout ${BENCH_S:-85} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
+  --out "$OUT/ssd_final.json" > "$OUT/bench.log" 2>&1
+echo "== bench exit $?" >> "$OUT/bench.log"
+timeout ${STAGES_S:-45} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
+  --lengths 1024 --stages 16384 --block --out "$OUT/ssd_stages_block.json" >> "$OUT/bench.log" 2>&1
+echo "== stages/block exit $?" >> "$OUT/bench.log"
+echo "== $MAMBA"
+echo "== checks:"; grep "passed\|failed\|error\|tests exit\|bitwise\|rel diff" "$OUT/checks.txt" | tail -6
+echo "== stages and block:"; grep -v "^  L=\|^  block \|^USDT\|Warning\|warn\|^wrote" "$OUT/bench.log" \
+  | grep -v "^ *[0-9]* ours\|^ *[0-9]* mamba\|^ *L provider\|rows in" | tail -50
+echo "== ssd (ms, peak MiB):"; grep "exit\|^ *L provider\|^ *[0-9]* ours:triton\|^ *[0-9]* mamba_ssm" "$OUT/bench.log"
