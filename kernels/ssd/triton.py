@@ -37,8 +37,8 @@ def _dot(a, b, LOWP: tl.constexpr):
         return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
     elif LOWP == 2:
         return tl.dot(a.to(tl.float16), b.to(tl.float16))
-    else:
-        return tl.dot(a, b, input_precision="ieee")
+    else:  # operands may come in as loaded (a 16-bit B or C beside an fp32 x): fp32 both
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
 
 
 @triton.jit
