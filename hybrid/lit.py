@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 
 from hybrid import ranks
 from hybrid.chunked_eval import chunked_stats, eval_chunk_of
@@ -103,13 +105,35 @@ class HybridLitModule(L.LightningModule):
         loss = loss_sum / (total.count.clamp(min=1) / ranks.world_size())
         mean_loss = total.loss_sum / total.count.clamp(min=1)  # the same on every rank: all stop on a NaN together
         self._note_nonfinite(mean_loss)
-        self.log("train/loss", mean_loss, prog_bar=True)
-        self.log("train/acc", total.correct / total.count.clamp(min=1), prog_bar=True)
-        if out.expert_counts:  # the balancing loss is each rank's own batch's (its gradient too); logged: the mean
-            self.log("train/aux_loss", total.aux_loss)
-            shares = torch.stack([c.float() / c.sum() for c in total.expert_counts])
-            self.log("train/expert_share_max", shares.max())  # 1/n_experts when balanced, 1 when collapsed
+        if self._logs_this_step():
+            self.log("train/loss", mean_loss, prog_bar=True)
+            self.log("train/acc", total.correct / total.count.clamp(min=1), prog_bar=True)
+            if out.expert_counts:  # the balancing loss is each rank's own batch's (its gradient too); logged: the mean
+                self.log("train/aux_loss", total.aux_loss)
+                shares = torch.stack([c.float() / c.sum() for c in total.expert_counts])
+                self.log("train/expert_share_max", shares.max())  # 1/n_experts when balanced, 1 when collapsed
         return loss + self.aux_loss_weight * out.aux_loss
+
+    def _logs_this_step(self) -> bool:
+        """Whether this training step's metrics reach a logger: Lightning writes a step's logged values only every
+        `trainer.log_every_n_steps` steps and drops the rest, while each `self.log` costs ~1 ms of host time (its
+        result collection), as long as a tiny model's whole step on a GPU. Progress bar and progress lines show the
+        last logged values."""
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clips as Lightning does, also for a fused AdamW (`+lit.optimizer.fused=true`) under bf16-mixed: Lightning
+        refuses every optimizer that unscales inside its step under mixed precision, because an fp16 loss scaler
+        would hand it scaled gradients; bf16 has no scaler, so the gradients are true ones and clipping them is
+        right. Under fp16 (a scaler) Lightning's refusal stands."""
+        precision = self.trainer.precision_plugin
+        if (gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False)
+                and isinstance(precision, MixedPrecision) and precision.scaler is None):
+            Precision.clip_gradients(precision, optimizer, gradient_clip_val,
+                                     GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---------------------------------------------------------------- non-finite loss, without a sync per step
     def _note_nonfinite(self, loss: torch.Tensor) -> None:

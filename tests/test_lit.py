@@ -102,3 +102,41 @@ def test_run_summary_prints_the_tasks_own_metric():
     assert recall[0].split() == ["eval", "accuracy", "loss"] and recall[1].split() == ["L64", "0.5000", "1.0000"]
     audio = summary_table({"val/acc_L256": 0.1, "val/loss_L256": 3.4, "val/bpb_L256": 4.9}, "run", 1.0).splitlines()
     assert audio[0].split() == ["eval", "bits/byte", "loss"] and audio[1].split() == ["L256", "4.9000", "3.4000"]
+
+
+def fit_metrics(tmp_path, m, **trainer_kwargs) -> list[str]:
+    """The train/loss lines of metrics.csv after a 4-step fit of the module on a tiny MQAR."""
+    dm = TaskDataModule(MQARConfig(vocab_size=16, num_kv_pairs=2, train_length=16, eval_lengths=[16]),
+                        batch_size=2, eval_batches=1)
+    m.eval_names = dm.eval_names
+    logger = L.pytorch.loggers.CSVLogger(tmp_path, name="", version="")
+    trainer = L.Trainer(max_steps=4, val_check_interval=4, enable_progress_bar=False, logger=logger,
+                        enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        accelerator="cpu", **trainer_kwargs)
+    trainer.fit(m, datamodule=dm)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    column = lines[0].split(",").index("train/loss")
+    return [line for line in lines[1:] if line.split(",")[column]]
+
+
+def test_training_metrics_are_logged_only_on_the_steps_a_logger_writes(tmp_path, monkeypatch):
+    logs_always = module()
+    logs_always._logs_this_step = lambda: True  # as before: self.log at every step, Lightning writes every 2nd
+    every_step = fit_metrics(tmp_path / "a", logs_always, log_every_n_steps=2)
+    calls = []
+    m = module()
+    monkeypatch.setattr(m, "log", lambda name, *a, **k: calls.append(name) or HybridLitModule.log(m, name, *a, **k))
+    assert fit_metrics(tmp_path / "b", m, log_every_n_steps=2) == every_step  # the same rows reach the CSV
+    assert len(every_step) == 2 and calls.count("train/loss") == 2  # steps 2 and 4 of 4, nothing else logged
+
+
+def test_fused_adamw_is_clipped_under_bf16_mixed():
+    m = HybridLitModule(HybridLM(16, 8, "F"), optimizer=torch.optim.AdamW)
+    m.trainer = L.Trainer(precision="bf16-mixed", accelerator="cpu", logger=False)
+    optimizer = torch.optim.AdamW(m.parameters(), fused=True)
+    m.model(torch.randint(0, 16, (2, 5))).logits.square().sum().backward()
+    with pytest.raises(RuntimeError, match="fused"):  # what Lightning alone does
+        m.trainer.precision_plugin.clip_gradients(optimizer, 1e-3)
+    m.configure_gradient_clipping(optimizer, 1e-3, "norm")
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in m.parameters() if p.grad is not None]))
+    assert norm == pytest.approx(1e-3, rel=1e-3)

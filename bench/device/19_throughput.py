@@ -1,6 +1,6 @@
 """Issue 19 on the GPU: steps/s of `hybrid.train` against a bare PyTorch loop over the same model and batch shape.
 
-    python bench/device/19_throughput.py OUT.jsonl [part ...]    parts: bare, train (default: both)
+    python bench/device/19_throughput.py OUT.jsonl [part ...]    parts: bare, syncs, train (default: all)
 
 Shapes: the demo (model=demo: MAF, d_model 64) and jamba_small (16 sublayers, d_model 128, MoE), both on the
 default MQAR task (batch 64, length 64, vocab 64), bf16 autocast as hybrid.train uses on a GPU.
@@ -9,7 +9,9 @@ default MQAR task (batch 64, length 64, vocab 64), bf16 autocast as hybrid.train
   train  hybrid.train's train(cfg) in this process with the progress bar off (as every recipe): the steps from
          50 to 250 timed inside the fit (a synchronize at those two steps only: startup, validation and the
          checkpoint stay outside). Variants: default; progress bar on; AdamW fused; lit.compile (torch.compile
-         of the model; and mode reduce-overhead, CUDA graphs).
+         of the model; and mode reduce-overhead, CUDA graphs); trainer.deterministic=false.
+  syncs  hybrid.train (demo) with torch.cuda.set_sync_debug_mode("warn") over steps 60-80: each synchronizing
+         call's count and the innermost frames outside torch/lightning that led to it (stdout and OUT.jsonl).
 Each measurement is appended to OUT.jsonl as soon as it is taken (a timeout loses only the one in flight).
 """
 import json
@@ -32,6 +34,8 @@ VARIANTS = [  # (shape, variant, extra overrides)
     ("jamba_small", "fused AdamW", ["+lit.optimizer.fused=true"]),
     ("demo", "progress bar on", ["trainer.enable_progress_bar=true"]),
     ("demo", "compile", ["lit.compile=true"]), ("demo", "compile reduce-overhead", ["lit.compile=reduce-overhead"]),
+    ("demo", "not deterministic", ["trainer.deterministic=false"]),
+    ("jamba_small", "not deterministic", ["trainer.deterministic=false"]),
     ("jamba_small", "compile", ["lit.compile=true"]),
 ]
 
@@ -103,6 +107,42 @@ def train_rate(shape: str, extra: list[str], steps: int = 250, mark: int = 50) -
     return (steps - mark) / (marks[steps] - marks[mark])
 
 
+def sync_census(shape: str, first: int = 60, last: int = 80) -> dict[str, int]:
+    """Host-device synchronisations inside hybrid.train's steps first..last: where each came from -> count."""
+    import traceback
+    import warnings
+    from collections import Counter
+
+    from hybrid import lit
+    from hybrid.train import train
+    found, original = Counter(), lit.HybridLitModule.on_train_batch_end
+
+    def watched(self, outputs, batch, batch_idx):
+        original(self, outputs, batch, batch_idx)
+        torch.cuda.set_sync_debug_mode("warn" if first <= self.global_step < last else 0)
+
+    def on_warning(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename
+                  and "/lightning" not in f.filename and "warnings" not in f.filename][-3:]
+        found[" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))] += 1
+
+    lit.HybridLitModule.on_train_batch_end = watched
+    shown, warnings.showwarning = warnings.showwarning, on_warning
+    try:
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as run_dir:
+            warnings.simplefilter("always")
+            warnings.showwarning = on_warning
+            train(config([*SHAPES[shape], "trainer.enable_progress_bar=false", f"trainer.max_steps={last + 5}",
+                          f"trainer.val_check_interval={last + 5}", "checkpoint_every=1000",
+                          "data.eval_batches=1"], run_dir))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        lit.HybridLitModule.on_train_batch_end, warnings.showwarning = original, shown
+    return dict(found.most_common(12))
+
+
 def main(out: str, parts: list[str]) -> None:
     out = Path(out)
     record = lambda row: out.open("a").write(json.dumps(row) + "\n")  # noqa: E731
@@ -113,6 +153,13 @@ def main(out: str, parts: list[str]) -> None:
             rate = bare_rate(shape, bare_steps, warmup=min(30, bare_steps))
             record({"shape": shape, "variant": "bare loop", "steps_per_s": rate, "device": device})
             print(f"{shape:<12} {'bare loop':<24} {rate:8.1f} steps/s", flush=True)
+    if "syncs" in parts and DEVICE == "cuda":
+        try:
+            for where, count in sync_census("demo").items():
+                record({"shape": "demo", "variant": "sync census", "where": where, "count": count})
+                print(f"sync x{count}: {where}", flush=True)
+        except Exception as e:  # the census is a probe: the timings go on without it
+            record({"shape": "demo", "variant": "sync census", "error": f"{type(e).__name__}: {e}"[:300]})
     if "train" in parts:
         for shape, variant, extra in VARIANTS:
             try:
@@ -126,4 +173,4 @@ def main(out: str, parts: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:] or ["bare", "train"])
+    main(sys.argv[1], sys.argv[2:] or ["bare", "syncs", "train"])
