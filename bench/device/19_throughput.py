@@ -12,9 +12,10 @@ default MQAR task (batch 64, length 64, vocab 64), bf16 autocast as hybrid.train
          of the model; and mode reduce-overhead, CUDA graphs); trainer.deterministic=false.
   syncs  hybrid.train (demo) with torch.cuda.set_sync_debug_mode("warn") over steps 60-80: each synchronizing
          call's count and the innermost frames outside torch/lightning that led to it (stdout and OUT.jsonl).
-Each measurement is appended to OUT.jsonl as soon as it is taken (a timeout loses only the one in flight).
+VARIANTS="default,compile" (environment) runs only those variants. Each measurement is appended to OUT.jsonl as soon as it is taken (a timeout loses only the one in flight).
 """
 import json
+import os
 import sys
 import tempfile
 import time
@@ -161,7 +162,10 @@ def main(out: str, parts: list[str]) -> None:
         except Exception as e:  # the census is a probe: the timings go on without it
             record({"shape": "demo", "variant": "sync census", "error": f"{type(e).__name__}: {e}"[:300]})
     if "train" in parts:
+        only = os.environ.get("VARIANTS")  # e.g. VARIANTS="default,not deterministic": those variants only
         for shape, variant, extra in VARIANTS:
+            if only and variant not in only.split(","):
+                continue
             try:
                 rate = train_rate(shape, extra, steps, mark)
             except Exception as e:  # a variant that does not run (e.g. compile) is reported, the others go on
