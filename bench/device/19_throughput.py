@@ -12,7 +12,8 @@ default MQAR task (batch 64, length 64, vocab 64), bf16 autocast as hybrid.train
          of the model; and mode reduce-overhead, CUDA graphs); trainer.deterministic=false.
   syncs  hybrid.train (demo) with torch.cuda.set_sync_debug_mode("warn") over steps 60-80: each synchronizing
          call's count and the innermost frames outside torch/lightning that led to it (stdout and OUT.jsonl).
-VARIANTS="default,compile" (environment) runs only those variants. Each measurement is appended to OUT.jsonl as soon as it is taken (a timeout loses only the one in flight).
+VARIANTS="default,compile" (environment) runs only those variants. Each measurement is appended to OUT.jsonl as soon
+as it is taken (a timeout loses only the one in flight).
 """
 import json
 import os
