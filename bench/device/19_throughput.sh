@@ -9,7 +9,9 @@
 #      k=4 when that plugin is importable here) -> $OUT/19_sweep.txt.
 source .whl/setup_project.sh || exit 1
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
-timeout 130 python3 bench/device/19_throughput.py "$OUT/19_throughput.jsonl" > "$OUT/19_throughput.log" 2>&1
+# PARTS (python parts: bare syncs train), SWEEP_KS (the k values of the sweep, e.g. "1 4 12"; "" skips it)
+timeout ${THROUGHPUT_S:-130} python3 bench/device/19_throughput.py "$OUT/19_throughput.jsonl" ${PARTS:-bare train} \
+  > "$OUT/19_throughput.log" 2>&1
 
 sweep() {  # sweep K LIMIT: 12 points, K multiruns at once, each killed after LIMIT seconds; prints the wall time
   local k=$1 dir="$SWEEP_ROOT/k$1" start j
@@ -25,10 +27,11 @@ sweep() {  # sweep K LIMIT: 12 points, K multiruns at once, each killed after LI
 }
 SWEEP_ROOT=$(mktemp -d)
 {
-  sweep 1 100
-  sweep 4 50
-  if (( SECONDS < 230 )); then sweep 12 30; fi
-  if python3 -c "import hydra_plugins.hydra_joblib_launcher" 2>/dev/null && (( SECONDS < 230 )); then
+  for k in ${SWEEP_KS-1 4 12}; do
+    if (( k == 1 || SECONDS < 230 )); then sweep "$k" $(( k == 1 ? 100 : 60 )); fi
+  done
+  if [ -n "${SWEEP_KS-x}" ] && python3 -c "import hydra_plugins.hydra_joblib_launcher" 2>/dev/null \
+      && (( SECONDS < 230 )); then
     start=$(date +%s.%N)
     timeout 40 python3 -m hybrid.train -m model=demo task=mqar "seed=range(0,12)" trainer.max_steps=100 \
       trainer.val_check_interval=100 checkpoint_every=100 data.eval_batches=1 trainer.enable_progress_bar=false \
