@@ -1,7 +1,7 @@
 #!/bin/bash
 # Issue 15 (and 19's wall times) on one GPU, from the repo root with .whl carried: the gpu profiles of the six
-# findings' recipes, all at once (each recipe's points side by side: hydra/launcher=local, n_jobs = gpu_points =
-# its points; threads=1), then their figures, tables and expectation checks. Resumable: a point killed mid-way
+# findings' recipes, all at once (each recipe's points side by side: hydra/launcher=local, n_jobs = its points,
+# gpu_points = all recipes' points; threads=1), then their figures, tables and expectation checks. Resumable: a point killed mid-way
 # continues from its last checkpoint when the same recipe command runs again on the same machine.
 #   bash bench/device/15_gpu_profiles.sh start      launch every recipe detached (setsid), logs in /tmp/gp/
 #   bash bench/device/15_gpu_profiles.sh wait S     until every recipe has ended or S seconds passed; progress lines
@@ -13,13 +13,14 @@ G=/tmp/gp; mkdir -p $G
 points() { python3 -m hybrid.reproduce "sweeps/$1.yaml" profile=${PROFILE:-gpu} --dry-run 2>/dev/null | sed -n 's/.*: \([0-9]*\) points in.*/\1/p'; }
 running() { pgrep -f "hybrid.reproduce sweeps/$1.yaml" > /dev/null; }
 case $1 in
-start)
+start)  # gpu_points: the GPU's slots are shared by every multirun on the machine (lock files), so all points' sum
+  total=0; for r in $RECIPES; do n=$(points $r); total=$((total + ${n:-4})); done
   for r in $RECIPES; do
     running $r && { echo "$r already running"; continue; }
     n=$(points $r); n=${n:-4}
     echo "start $r: $n points at once"
     setsid nohup bash -c "s=\$(date +%s); python3 -m hybrid.reproduce sweeps/$r.yaml profile=${PROFILE:-gpu} hydra/launcher=local \
-      hydra.launcher.n_jobs=$n gpu_points=$n threads=1 >> $G/$r.log 2>&1; rc=\$?; \
+      hydra.launcher.n_jobs=$n gpu_points=$total threads=1 >> $G/$r.log 2>&1; rc=\$?; \
       echo \"exit \$rc after \$(( \$(date +%s) - s )) s\" >> $G/$r.wall" > /dev/null 2>&1 < /dev/null &
   done ;;
 wait)
