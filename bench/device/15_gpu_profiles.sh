@@ -17,7 +17,7 @@ start)  # gpu_points: the GPU's slots are shared by every multirun on the machin
   total=0; for r in $RECIPES; do n=$(points $r); total=$((total + ${n:-4})); done
   for r in $RECIPES; do
     running $r && { echo "$r already running"; continue; }
-    n=$(points $r); n=${n:-4}
+    n=$(points $r); n=${n:-4}; n=$(( n > ${N_MAX:-10} ? ${N_MAX:-10} : n ))  # host memory: ~1.3 GB a point
     echo "start $r: $n points at once"
     setsid nohup bash -c "s=\$(date +%s); python3 -m hybrid.reproduce sweeps/$r.yaml profile=${PROFILE:-gpu} hydra/launcher=local \
       hydra.launcher.n_jobs=$n gpu_points=$total threads=1 >> $G/$r.log 2>&1; rc=\$?; \
