@@ -112,11 +112,11 @@ def _cb_kernel(B, C, CB, L, G, N, Q, NBLK, sb_b, sb_l, sb_g,
                BI: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
     """CB[b, c, g] [Q, Q] fp32 = C_i . B_j for one block pair (rows ib >= columns jb) of chunk c: once per group,
     read by every head of it (B, C [b, L, g, N]; pairs above the diagonal are never read and stay unwritten)."""
-    bg, c, pair = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    q, c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # grid (pairs * G, chunks, batch): pairs fastest
+    g, pair = q // (NBLK * NBLK), q % (NBLK * NBLK)
     ib, jb = pair // NBLK, pair % NBLK
     if jb > ib:
         return
-    b, g = bg // G, bg % G
     n_chunks = tl.cdiv(L, Q)
     r, n = tl.arange(0, BI), tl.arange(0, BN)
     pos_i, pos_j = ib * BI + r, jb * BI + r
@@ -130,15 +130,18 @@ def _cb_kernel(B, C, CB, L, G, N, Q, NBLK, sb_b, sb_l, sb_g,
 
 
 @triton.jit
-def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, C, CB, HS, D, Y, L, H, HG, P, N, Q,
+def _chunk_out_fwd_kernel(X, DT, ACS, ACS_LO, C, CB, HS, D, Y, L, H, HG, P, N, Q, NBLK,
                           sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdt_b, sdt_l,
                           BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr,
                           HAS_D: tl.constexpr, D_CH: tl.constexpr):
     """Y[b, i, h] for the rows of one block of chunk c: the masked mix within the chunk (CB from _cb_kernel) plus
     exp(acs_i) H_c C_i, plus D x_i (HAS_D; D [h] fp32, or [h, P] with D_CH). X, Y [b, L, h, P] (Y in X's dtype, X's
     strides); C [b, L, g, N]; CB [b, n_chunks, g, Q, Q] fp32; HS [b, n_chunks, h, P, N] fp32."""
-    bh, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // H, bh % H
+    # grid (row blocks * heads, chunks, batch): the row blocks of one (head, chunk), which share its entering state and
+    # x, run next to each other (L2), then the heads, which share CB
+    q, c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    h, ib = q // NBLK, q % NBLK
+    bh = b * H + h
     G = H // HG
     g = h // HG
     n_chunks = tl.cdiv(L, Q)
@@ -249,14 +252,14 @@ def ssd_core_forward(x, dt, acs, acs_lo, B, C, D, h0, Q):
                                                              N, Q, HAS_H0=h0 is not None, BPS=BPS, BN=bn)
     nblk = triton.cdiv(Q, bi)
     CB = torch.empty(batch, n_chunks, G, Q, Q, device=x.device, dtype=torch.float32)
-    _cb_kernel[(batch * G, n_chunks, nblk * nblk)](B, C, CB, L, G, N, Q, nblk, B.stride(0), B.stride(1), B.stride(2),
+    _cb_kernel[(nblk * nblk * G, n_chunks, batch)](B, C, CB, L, G, N, Q, nblk, B.stride(0), B.stride(1), B.stride(2),
                                                    BI=bi, BN=bn, LOWP=_lowp(x))
     y = torch.empty_like(x)
     assert y.stride() == x.stride(), "x must be contiguous"
-    _chunk_out_fwd_kernel[(batch * H, n_chunks, nblk)](
-        x, dt, acs, acs_lo, C, CB, HS, D if D is not None else x, y, L, H, H // G, P, N, Q, x.stride(0), x.stride(1),
-        x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp, BN=bn,
-        LOWP=_lowp(x), HAS_D=D is not None, D_CH=D is not None and D.dim() == 2)
+    _chunk_out_fwd_kernel[(nblk * H, n_chunks, batch)](
+        x, dt, acs, acs_lo, C, CB, HS, D if D is not None else x, y, L, H, H // G, P, N, Q, nblk, x.stride(0),
+        x.stride(1), x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp,
+        BN=bn, LOWP=_lowp(x), HAS_D=D is not None, D_CH=D is not None and D.dim() == 2)
     return y, HT, HS
 
 

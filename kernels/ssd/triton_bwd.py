@@ -29,12 +29,12 @@ def _dcb_kernel(X, DT, ACS, ACS_LO, B, C, DY, DCB, CB, ROWP, COLP, DIAG, L, H, H
     doc); per head h of the group, with m_ij = (dy_i . x_j) exp(acs_i - acs_j) CB_ij and i > j strictly:
     ROWP[b, h, jb, i] = sum_j m_ij dt_j (d acs_i as a row), COLP[b, h, ib, j] = sum_i m_ij (d dt_j; times -dt_j it is
     d acs_j as a column), and on the diagonal pair DIAG[b, h, j] = m_jj (d dt_j only). ROWP, COLP [b, h, NBLK, L]."""
-    bg, c, pair = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    q, c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # grid (pairs * G, chunks, batch): pairs fastest
+    g, pair = q // (NBLK * NBLK), q % (NBLK * NBLK)
     ib, jb = pair // NBLK, pair % NBLK
     if jb > ib:
         return
     G = H // HG
-    b, g = bg // G, bg % G
     n_chunks = tl.cdiv(L, Q)
     r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
     pos_i, pos_j = ib * BI + r, jb * BI + r
@@ -79,14 +79,14 @@ def _dcb_kernel(X, DT, ACS, ACS_LO, B, C, DY, DCB, CB, ROWP, COLP, DIAG, L, H, H
 
 
 @triton.jit
-def _dc_kernel(ACS, B, C, HS, DY, DCB, DC, DACS_ST, L, H, HG, P, N, Q,
+def _dc_kernel(ACS, B, C, HS, DY, DCB, DC, DACS_ST, L, H, HG, P, N, Q, NBLK,
                sx_b, sx_l, sx_h, sb_b, sb_l, sb_g, sdc_b, sdc_l, sdc_g,
                BI: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr, LOWP: tl.constexpr):
     """dC [b, L, g, N] fp32 for the rows of block ib of chunk c (module doc), and per head of the group
     DACS_ST[b, h, i] = exp(acs_i) C_i . (dy_i H_c): d acs_i through the entering state's share of y_i."""
-    bg, c, ib = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    q, c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # grid (blocks * G, chunks, batch)
+    g, ib = q // NBLK, q % NBLK
     G = H // HG
-    b, g = bg // G, bg % G
     n_chunks = tl.cdiv(L, Q)
     r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
     pos_i = ib * BI + r
@@ -127,9 +127,9 @@ def _db_kernel(X, DT, ACS, ACS_LO, B, C, DS, DCB, DB, SHARE, SLAST, L, T, H, HG,
     S_c: SHARE[b, h, j] = exp(acs_last - acs_j) B_j . (x_j dS_c) (d dt_j), SLAST[b, h, j] = SHARE dt_j (d acs_last;
     minus it is d acs_j), 0 at the chunk's last step before the padding (T: the length before it), which like the
     diagonal would add to d acs_last what it subtracts from its own d acs."""
-    bg, c, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    q, c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # grid (blocks * G, chunks, batch)
+    g, jb = q // NBLK, q % NBLK
     G = H // HG
-    b, g = bg // G, bg % G
     n_chunks = tl.cdiv(L, Q)
     r, p, n = tl.arange(0, BI), tl.arange(0, BP), tl.arange(0, BN)
     pos_j = jb * BI + r
@@ -178,8 +178,9 @@ def _dx_kernel(X, DT, ACS, ACS_LO, B, CB, DS, DY, D, DX, DDP, L, H, HG, P, N, Q,
     """DX [b, L, h, P] (X's dtype and strides) for the columns of block jb of chunk c, one head (module doc); CB is the
     [b, c, g, Q, Q] fp32 that _dcb_kernel wrote. With HAS_D (D [h], or [h, P] with D_CH, fp32): DX += D dy_j and
     DDP[b, h, c, jb] [P] = sum_j dy_j x_j, this block's share of dD."""
-    bh, c, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // H, bh % H
+    q, c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)  # grid (blocks * heads, chunks, batch)
+    h, jb = q // NBLK, q % NBLK
+    bh = b * H + h
     G = H // HG
     g = h // HG
     n_chunks = tl.cdiv(L, Q)
@@ -246,21 +247,21 @@ def ssd_core_backward(x, dt, acs, acs_lo, B, C, D, HS, dy, dhT, Q, T):
     dCB, CB = torch.empty(batch, n_chunks, G, Q, Q, **f32), torch.empty(batch, n_chunks, G, Q, Q, **f32)
     rowp, colp = torch.zeros(batch, H, nblk, L, **f32), torch.zeros(batch, H, nblk, L, **f32)
     diag = torch.zeros(batch, H, L, **f32)
-    _dcb_kernel[(batch * G, n_chunks, nblk * nblk)](x, dt, acs, acs_lo, B, C, dy, dCB, CB, rowp, colp, diag,
+    _dcb_kernel[(nblk * nblk * G, n_chunks, batch)](x, dt, acs, acs_lo, B, C, dy, dCB, CB, rowp, colp, diag,
                                                     L, H, H // G, P, N, Q, nblk, *strides, dt.stride(0),
                                                     dt.stride(1), **tiles, num_warps=8)
     dC, dB = torch.empty(batch, L, G, N, **f32), torch.empty(batch, L, G, N, **f32)
     dacs_state, share, slast = (torch.empty(batch, H, L, **f32) for _ in range(3))
-    _dc_kernel[(batch * G, n_chunks, nblk)](acs, B, C, HS, dy, dCB, dC, dacs_state, L, H, H // G, P, N, Q,
+    _dc_kernel[(nblk * G, n_chunks, batch)](acs, B, C, HS, dy, dCB, dC, dacs_state, L, H, H // G, P, N, Q, nblk,
                                             *strides, dC.stride(0), dC.stride(1), dC.stride(2), **tiles, num_warps=8)
-    _db_kernel[(batch * G, n_chunks, nblk)](x, dt, acs, acs_lo, B, C, dS, dCB, dB, share, slast, L, T, H, H // G,
+    _db_kernel[(nblk * G, n_chunks, batch)](x, dt, acs, acs_lo, B, C, dS, dCB, dB, share, slast, L, T, H, H // G,
                                             P, N, Q, nblk, *strides, dt.stride(0), dt.stride(1), dB.stride(0),
                                             dB.stride(1), dB.stride(2), **tiles, num_warps=8)
     del dCB
     dx = torch.empty_like(x)  # written in x's dtype
     assert dx.stride() == dy.stride(), "x and dy must be contiguous"
     ddp = torch.empty(batch, H, n_chunks, nblk, P, **f32) if D is not None else None
-    _dx_kernel[(batch * H, n_chunks, nblk)](x, dt, acs, acs_lo, B, CB, dS, dy, D if D is not None else x, dx,
+    _dx_kernel[(nblk * H, n_chunks, batch)](x, dt, acs, acs_lo, B, CB, dS, dy, D if D is not None else x, dx,
                                             ddp if D is not None else dx, L, H, H // G, P, N, Q, nblk, *strides,
                                             dt.stride(0), dt.stride(1), **tiles, HAS_D=D is not None,
                                             D_CH=D is not None and D.dim() == 2)
