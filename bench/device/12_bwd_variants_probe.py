@@ -25,30 +25,25 @@ from hybrid.bench.scan_inputs import scan_inputs
 from hybrid.kernels.selective_scan.reference import selective_scan_chunked
 from hybrid.kernels.selective_scan.triton import selective_scan_triton
 
-ROLLED = dict(bwd_kernel=1, bwd_prefetch=0)  # the rolled kernel without prefetch
-ASM = dict(bwd_kernel=1, bwd_asm=3)  # the default (rolled, prefetch) with both inline-PTX pieces
-# name -> CONFIG keys; "default" is today's CONFIG (the rolled backward with prefetch, fp32 partials, 8 backward
-# launches, the partials' sum loading 32 at once); segN: the default in N backward launches (short L: fewer)
+# name -> CONFIG keys; "default" is today's CONFIG (rolled with prefetch, inline PTX 7, 128 registers, 16-bit
+# partials, backward launches chosen from the partials' memory: 4 at these shapes, dB/dC summed in one launch a
+# segment); "s4_default" session 4's kernel options (no PTX, no cap, fp32 partials, 8 launches; its dB/dC sums now one
+# launch a segment too); the others change one thing
 VARIANTS = {
     "default": {},
-    "default_kb1": dict(bwd_sum_kb=1),  # the partials' sum one partial at a time, as before this session
-    "rolled": ROLLED,
+    "s4_default": dict(bwd_asm=0, bwd_maxnreg=0, bwd_half_partials=0, bwd_segments=8),
     "seg1": dict(bwd_segments=1),
     "seg2": dict(bwd_segments=2),
-    "seg4": dict(bwd_segments=4),
-    "asm": ASM,
-    "asm_r128": dict(ASM, bwd_maxnreg=128),
-    "asm7_r128": dict(ASM, bwd_asm=7, bwd_maxnreg=128),
-    "asm_pf_r128": dict(ASM, bwd_prefetch=1, bwd_maxnreg=128),
-    "asm_r128_half": dict(ASM, bwd_maxnreg=128, bwd_half_partials=1),
-    "asm_r128_seg1": dict(ASM, bwd_maxnreg=128, bwd_segments=1),
-    "asm_r128_seg2": dict(ASM, bwd_maxnreg=128, bwd_segments=2),
-    "asm_r128_seg16": dict(ASM, bwd_maxnreg=128, bwd_segments=16),
-    "asm_r128_half_seg16": dict(ASM, bwd_maxnreg=128, bwd_half_partials=1, bwd_segments=16),
-    "rolled_c64w2": dict(ROLLED, chunk=64, bwd_warps=2, fwd_warps=2),
+    "seg8": dict(bwd_segments=8),
+    "fp32_partials": dict(bwd_half_partials=0),  # 8 launches (the memory bound)
+    "asm3": dict(bwd_asm=3),
+    "no_prefetch": dict(bwd_prefetch=0),
+    "no_cap": dict(bwd_maxnreg=0),
+    "cap160": dict(bwd_maxnreg=160),
+    "tables": dict(bwd_kernel=0, bwd_prefetch=0, bwd_asm=0, bwd_maxnreg=0),  # the unrolled kernel, 4 launches
 }
 # at L = 64K (while the budget lasts) only these, mamba-ssm first
-LONG = ("default", "default_kb1", "asm_r128", "asm", "asm_pf_r128", "asm_r128_half_seg16", "rolled_c64w2", "rolled")
+LONG = ("default", "s4_default", "fp32_partials", "seg8", "no_cap")
 GRADS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 

@@ -8,8 +8,10 @@
 #      Mamba LM and MFMFMFAF x3 on our scan and on mamba-ssm's, and mamba-ssm's MambaLMHeadModel (batch 8 x 2048,
 #      d_model 1024, 24 sublayers, bf16 autocast, fused AdamW); the M block fwd and fwd+bwd on each scan beside
 #      mamba-ssm's `Mamba` module (d_model 1024, batch 8, L 2048)                                          (<= 95 s)
-# Writes $OUT/12_scan.json, 12_scan.log, 12_model.json, 12_model.log; prints a short table last
-# (bench/device/12_final_table.py).
+#   3. while END_S (default 200) s allow: bench/device/12_bwd_variants_probe.py, the default beside session 4's kernel
+#      options and the launch counts (seg1, seg8, fp32 partials), gradients checked on the GPU first, L 1K-16K
+# Writes $OUT/12_scan.json, 12_scan.log, 12_model.json, 12_model.log, 12_variants.json, 12_variants.log; prints a
+# short table last (bench/device/12_final_table.py).
 source .whl/setup_project.sh > /dev/null || exit 1
 export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
@@ -26,6 +28,17 @@ el "scan bench exit $?"
 timeout -k 5 95 python3 -m hybrid.bench model --device cuda --stacks mamba jamba --blocks M --backends $MODEL_B \
   --out $OUT/12_model.json > $OUT/12_model.log 2>&1
 el "model bench exit $?"
+left=$(( ${END_S:-200} - ($(date +%s) - T0) ))
+if (( left >= 40 )); then
+  timeout -k 5 $((left - 5)) python3 bench/device/12_bwd_variants_probe.py $OUT/12_variants.json \
+    --budget-s $((left - 25)) --variants default s4_default seg1 seg8 fp32_partials --lengths 1024 4096 16384 \
+    > $OUT/12_variants.log 2>&1
+  el "variants exit $?"; grep -E "^check|failed" $OUT/12_variants.log
+  python3 bench/device/12_bwd_variants_probe.py $OUT/12_variants.json --table
+else
+  el "variants skipped ($left s left)"
+fi
 grep -iE "error|Traceback|failed" $OUT/12_scan.log $OUT/12_model.log | head -6
+echo
 python3 bench/device/12_final_table.py $OUT/12_scan.json $OUT/12_model.json
 el "end"

@@ -47,7 +47,9 @@ def model_table(rows):
               f"{(f'{peak / 1e9:8.1f}' if peak else '-'):>8}")
     blocks = [r for r in rows if r.get("op") == "block"]
     if blocks:
-        print(f"\n{'block (batch x L x d_model: ' + str(blocks[0].get('batch')) + ' x ' + str(blocks[0].get('x')) + ' x ' + str(blocks[0].get('d_model')) + ')':<44} {'fwd ms':>8} {'fwd+bwd ms':>10} {'peak MiB':>9}")
+        b = blocks[0]
+        title = f"block (batch x L x d_model: {b.get('batch')} x {b.get('x')} x {b.get('d_model')})"
+        print(f"\n{title:<44} {'fwd ms':>8} {'fwd+bwd ms':>10} {'peak MiB':>9}")
     by = {}
     for r in blocks:
         by.setdefault(r["provider"], {})[r["mode"]] = r

@@ -73,6 +73,7 @@ def compile_sm90(fn, args, kw):
     num_warps = kw.pop("num_warps", 4)
     maxnreg = kw.pop("maxnreg", None)
     names = fn.arg_names
+    plain = {p.name for p in fn.params if p.do_not_specialize}  # the kernel's do_not_specialize
     sig, const, attrs = {}, {}, {}
     for i, (name, v) in enumerate(zip(names, list(args) + [kw.get(n) for n in names[len(args):]])):
         if name in kw or v is None or isinstance(v, bool):
@@ -81,6 +82,8 @@ def compile_sm90(fn, args, kw):
         elif isinstance(v, torch.Tensor):
             sig[name] = _PTR[v.dtype]
             attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name in plain:
+            sig[name] = "i32"
         elif v == 1:
             sig[name] = "constexpr"
             const[(i,)] = 1

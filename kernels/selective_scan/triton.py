@@ -27,21 +27,23 @@ from hybrid.kernels.selective_scan.triton_bwd_rolled import _bwd_rolled_kernel
 
 # Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
 # channels per program; *_warps: warps per program; bwd_segments: backward launches along the sequence (each holds
-# the dB/dC partials of its segment only: peak memory); bwd_half_partials: 1 keeps the dB/dC partials of 16-bit B/C in
-# their dtype (half the memory; +10% time at 1K on the H200 with bwd_kernel=0), 0 in fp32; bwd_sum_kb: partials loaded
-# at once by their fixed-order sum (1: one at a time, as before session 4).
+# the dB/dC partials of its segment only: peak memory), 0: chosen by _n_segments (the fewest whose partials fit in
+# u's bytes); bwd_half_partials: 1 keeps the dB/dC partials of 16-bit B/C in their dtype (half the memory, so half
+# the launches; 4-6% faster from 4K on the H100, dB/dC 2.9e-3 from fp32 vs 2.4e-3), 0 in fp32; bwd_sum_kb: partials
+# loaded at once by their fixed-order sum (1: one at a time, as before session 4).
 # bwd_kernel: 0 the backward with per-state register tables and the states loop unrolled (triton_kernels.py), 1 the
 # rolled one (triton_bwd_rolled.py: per-state values in memory, fewer registers), unrolled bwd_unroll times;
 # bwd_prefetch (bwd_kernel=1): 1 issues each state's loads one state ahead; bwd_asm (bwd_kernel=1): inline PTX where
 # the default tile applies (see _bwd), bits 1: dB/dC channel sums, 2: the reverse scan, 4: the forward recomputation's
-# scan (7: all); bwd_maxnreg: 0, or a cap
-# on the backward's registers per thread (ptxas .maxnreg: more programs per SM, may spill).
-# Defaults: the tiles of the H100 sweep (bench/results/scan_h100_notes.md); the rolled backward with prefetch, the
-# fastest variant timed on the H200 (bench/results/scan_bwd_variants_h200.json: fwd+bwd 3.27 / 7.96 / 25.68 / 97.97 ms
-# at L 1K / 4K / 16K / 64K vs 4.22 / 10.74 / 36.40 / 140.54 with bwd_kernel=0; a pure-Mamba LM +14% tokens/s,
-# bench/results/model_cuda_scan_bwd_h200.json). bwd_asm is compiled and emulator-tested only: not timed on a GPU yet.
-CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=8, bwd_half_partials=0,
-              bwd_kernel=1, bwd_unroll=1, bwd_prefetch=1, bwd_asm=0, bwd_maxnreg=0, bwd_sum_kb=32)
+# scan (7: all); bwd_maxnreg: 0, or a cap on the backward's registers per thread (ptxas .maxnreg: more programs per
+# SM, may spill).
+# Defaults: the tiles of the H100 sweep (bench/results/scan_h100_notes.md); the backward of the H100's variants
+# (bench/results/scan_bwd_variants_h100.json, session 5 call A, checked on the GPU): rolled with prefetch, all inline
+# PTX, 128 registers, 16-bit partials: fwd+bwd 4.21 / 16.21 ms at L 4K / 16K (asm 7, cap 128, 8 launches) and 15.64
+# at 16K, 62.48 at 64K with 16-bit partials, vs 6.68 / 25.36 / 99.51 for session 4's default (rolled, prefetch, fp32,
+# 8 launches); at 1K the launches count most (1 launch 1.06 ms, 8 launches 2.0), hence bwd_segments=0.
+CONFIG = dict(chunk=32, fwd_block_d=8, fwd_warps=1, bwd_block_d=8, bwd_warps=1, bwd_segments=0, bwd_half_partials=1,
+              bwd_kernel=1, bwd_unroll=1, bwd_prefetch=1, bwd_asm=7, bwd_maxnreg=128, bwd_sum_kb=32)
 _KEYS = tuple(CONFIG)
 
 
@@ -62,13 +64,20 @@ def _like_u(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty_like(u, dtype=dtype, memory_format=torch.preserve_format)
 
 
-def _sum_partials(p: torch.Tensor, out: torch.Tensor, KB: int) -> None:
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)  # triton.cdiv goes through Triton's JIT-function call wrapper: ~us per call from Python
+
+
+def _sum_partials(p: torch.Tensor, out: torch.Tensor, q: torch.Tensor | None, out2: torch.Tensor | None,
+                  KB: int) -> None:
     """out [batch, N, L] (any dtype and strides) = p [batch, n_part, N, >= L] partials summed over n_part in a fixed
-    order, KB partials loaded at once."""
+    order, KB partials loaded at once; out2 from q the same way (q, out2 may be None), in the same launch."""
     batch, N, L = out.shape
     BLOCK = 128
-    _sum_partials_kernel[(batch, triton.cdiv(N * L, BLOCK))](p, out, p.shape[1], L, N * L, *p.stride()[:3],
-                                                            *out.stride(), BLOCK=BLOCK, KB=KB)
+    q, out2, two = (p, out, 1) if q is None else (q, out2, 2)
+    _sum_partials_kernel[(batch, _cdiv(N * L, BLOCK), two)](
+        p, out, q, out2, p.shape[1], L, N * L, *p.stride()[:3], *out.stride(), *q.stride()[:3], *out2.stride(),
+        BLOCK=BLOCK, KB=KB)
 
 
 def _fast_exp(x: torch.Tensor) -> bool:
@@ -78,26 +87,40 @@ def _fast_exp(x: torch.Tensor) -> bool:
 
 def _fwd(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, cfg):
     """Launch the forward (cfg: CONFIG's values in its key order). Returns y [batch, dim, L] (u's dtype), last state
-    [batch, dim, N] fp32 and the states entering every tile of `chunk` steps [batch, dim, n_tiles, N] fp32 (empty
-    unless save_states)."""
+    [batch, dim, N] fp32 and the states entering every tile of `chunk` steps [batch, dim, n_tiles, N] fp32 (unless
+    save_states: then [batch, dim, 1, N], scratch)."""
     c = dict(zip(_KEYS, cfg))
     batch, dim, L = u.shape
     N = A.shape[1]
     T = c["chunk"]
-    n_tiles = triton.cdiv(L, T)
+    n_tiles = _cdiv(L, T)
     y = _like_u(u, u.dtype)
     last = torch.empty(batch, dim, N, device=u.device, dtype=torch.float32)
-    states = torch.empty(batch, dim, n_tiles if save_states else 0, N, device=u.device, dtype=torch.float32)
+    # the states entering every tile (for the backward), or one scratch tile the kernel overwrites (no-grad)
+    states = torch.empty(batch, dim, n_tiles if save_states else 1, N, device=u.device, dtype=torch.float32)
     h0 = initial_state.float().contiguous() if initial_state is not None else None
     zz = z if z is not None else u  # dummy pointer when absent (never read)
     BD = c["fwd_block_d"]
-    _fwd_kernel[(batch, triton.cdiv(dim, BD))](
-        u, delta, A, B, C, D, zz, delta_bias, h0, y, last, states, L, dim, n_tiles,
+    _fwd_kernel[(batch, _cdiv(dim, BD))](
+        u, delta, A, B, C, D, zz, delta_bias, h0, y, last, states, L, dim, n_tiles, states.shape[2], int(save_states),
         *u.stride(), *delta.stride(), *zz.stride(), *y.stride(), *A.stride(), *_bc_strides(B), *_bc_strides(C),
         N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3, C_SEL=C.dim() == 3,
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, HAS_H0=h0 is not None,
-        SOFTPLUS=delta_softplus, SAVE=save_states, FAST_EXP=_fast_exp(u), num_warps=c["fwd_warps"])
+        SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), num_warps=c["fwd_warps"])
     return y, last, states
+
+
+def _n_segments(c: dict, n_tiles: int, L: int, dim: int, n_blk: int, N: int, n_sel: int, part_bytes: int,
+                u_bytes: int) -> int:
+    """Backward launches along the sequence: c["bwd_segments"], or (0, automatic) the fewest whose dB/dC partials
+    (n_sel selective ones, [batch, n_blk, N, segment steps] each) take at most the bytes of u [batch, dim, L]. Fewer
+    launches cost less at short L (each ~0.1 ms of host time: at L 1K on an H100, 1 launch took 1.06 ms fwd+bwd,
+    8 launches 2.0); the bound keeps the peak memory within ~1.2x mamba-ssm's (bf16, N 16, 8 channels a program:
+    4 launches with 16-bit partials, 8 with fp32)."""
+    if c["bwd_segments"] or n_sel == 0:
+        return min(n_tiles, c["bwd_segments"] or 1)
+    max_steps = dim * L * u_bytes // (n_sel * n_blk * N * part_bytes)
+    return _cdiv(n_tiles, max(1, max_steps // c["chunk"]))
 
 
 def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus, cfg):
@@ -108,14 +131,19 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     batch, dim, L = u.shape
     N = A.shape[1]
     T = c["chunk"]
-    n_tiles = triton.cdiv(L, T)
+    n_tiles = _cdiv(L, T)
     assert states.shape == (batch, dim, n_tiles, N), "saved tile states do not match the chunk size"
     BD = c["bwd_block_d"]
-    n_blk = triton.cdiv(dim, BD)
+    n_blk = _cdiv(dim, BD)
+    b_sel, c_sel = B.dim() == 3, C.dim() == 3
+    half = (bool(c["bwd_half_partials"]) and b_sel and c_sel and B.dtype == C.dtype
+            and B.dtype in (torch.float16, torch.bfloat16))
+    part_dtype = B.dtype if half else torch.float32
     # the sequence in segments of whole tiles, one launch each from the last: the dB/dC partials hold one segment
-    # ([batch, n_blk, N, seg_len] fp32), the state gradient at a segment's start feeds the segment before it
-    seg_tiles = triton.cdiv(n_tiles, c["bwd_segments"])
-    n_seg = triton.cdiv(n_tiles, seg_tiles)
+    # ([batch, n_blk, N, seg_len]), the state gradient at a segment's start feeds the segment before it
+    n_seg = _n_segments(c, n_tiles, L, dim, n_blk, N, b_sel + c_sel, 2 if half else 4, u.element_size())
+    seg_tiles = _cdiv(n_tiles, n_seg)
+    n_seg = _cdiv(n_tiles, seg_tiles)
     seg_len = seg_tiles * T
     f32 = dict(device=u.device, dtype=torch.float32)
     du = _like_u(u, u.dtype)
@@ -124,14 +152,20 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     dB = torch.empty_like(B, memory_format=torch.preserve_format)
     dC = torch.empty_like(C, memory_format=torch.preserve_format)
     dA = torch.empty(n_seg, batch, dim, N, **f32)  # per-segment, per-batch partials
-    half = (bool(c["bwd_half_partials"]) and B.dim() == C.dim() == 3 and B.dtype == C.dtype
-            and B.dtype in (torch.float16, torch.bfloat16))
-    part = dict(device=u.device, dtype=B.dtype if half else torch.float32)
-    dBp = torch.empty(batch, n_blk, N, seg_len, **part) if B.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
-    dCp = torch.empty(batch, n_blk, N, seg_len, **part) if C.dim() == 3 else torch.empty(n_seg, batch, dim, N, **f32)
+    dBp = (torch.empty(batch, n_blk, N, seg_len, device=u.device, dtype=part_dtype) if b_sel
+           else torch.empty(n_seg, batch, dim, N, **f32))
+    dCp = (torch.empty(batch, n_blk, N, seg_len, device=u.device, dtype=part_dtype) if c_sel
+           else torch.empty(n_seg, batch, dim, N, **f32))
     dD = torch.empty(n_seg, batch, dim, **f32) if D is not None else None
     dbias = torch.empty(n_seg, batch, dim, **f32) if delta_bias is not None else None
     carry = [torch.empty(batch, dim, N, **f32) for _ in range(min(n_seg, 2))]  # state gradients, double-buffered
+    # per-segment views made once (each tensor index is a few us of host time, which short L pays per launch)
+    per_seg = lambda t: t.unbind(0) if t is not None else [None] * n_seg
+    dA_s, dD_s, dbias_s = per_seg(dA), per_seg(dD), per_seg(dbias)
+    dBp_s = [dBp] * n_seg if b_sel else per_seg(dBp)
+    dCp_s = [dCp] * n_seg if c_sel else per_seg(dCp)
+    dB_s = dB.split(seg_len, -1) if b_sel else None
+    dC_s = dC.split(seg_len, -1) if c_sel else None
     # bwd_asm: inline PTX (bits 1: dB/dC channel sums, 2: the state gradient's reverse scan, 4: the recomputed
     # states' scan) that assumes the tile layout 16-bit loads with contiguous steps get on [8, 32] tiles and one
     # warp; anywhere else Triton's code
@@ -139,37 +173,37 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     asm = bool(c["bwd_asm"] and _fast_exp(u) and (BD, T, c["bwd_warps"]) == (8, 32, 1) and dim % BD == 0
                and all(t.dtype in (torch.float16, torch.bfloat16) and t.stride(-1) == 1 for t in seq))
     zz = z if z is not None else u
+    kernel, extra = ((_bwd_rolled_kernel, dict(UNROLL=c["bwd_unroll"], PREFETCH=bool(c["bwd_prefetch"]),
+                                                ASM_SUM=asm and bool(c["bwd_asm"] & 1),
+                                                ASM_SCAN=asm and bool(c["bwd_asm"] & 2),
+                                                ASM_FWD=asm and bool(c["bwd_asm"] & 4)))
+                     if c["bwd_kernel"] else (_bwd_kernel, {}))
+    if c["bwd_maxnreg"]:
+        extra["maxnreg"] = c["bwd_maxnreg"]
+    strides = (*u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *du.stride(), *A.stride(), *_bc_strides(B),
+               *_bc_strides(C))
+    consts = dict(N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=b_sel, C_SEL=c_sel,
+                  HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                  SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), HALF_PARTIALS=half, num_warps=c["bwd_warps"],
+                  **extra)
+    grid = (batch, n_blk)
     g_in = dlast
     for s in range(n_seg - 1, -1, -1):
         c0 = s * seg_tiles
         count = min(n_tiles, c0 + seg_tiles) - c0
         dh0 = carry[s % 2]
-        kernel, extra = ((_bwd_rolled_kernel, dict(UNROLL=c["bwd_unroll"], PREFETCH=bool(c["bwd_prefetch"]),
-                                                    ASM_SUM=asm and bool(c["bwd_asm"] & 1),
-                                                    ASM_SCAN=asm and bool(c["bwd_asm"] & 2),
-                                                    ASM_FWD=asm and bool(c["bwd_asm"] & 4)))
-                         if c["bwd_kernel"] else (_bwd_kernel, {}))
-        if c["bwd_maxnreg"]:
-            extra["maxnreg"] = c["bwd_maxnreg"]
-        kernel[(batch, n_blk)](
-            u, delta, A, B, C, D, zz, delta_bias, states, dy, g_in,
-            du, ddelta, dz if z is not None else du, dA[s], dBp if B.dim() == 3 else dBp[s],
-            dCp if C.dim() == 3 else dCp[s], dD[s] if D is not None else None,
-            dbias[s] if delta_bias is not None else None, dh0, L, dim, n_tiles, c0, count, seg_len,
-            *u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *du.stride(), *A.stride(), *_bc_strides(B),
-            *_bc_strides(C), N=N, WS=max(T, triton.next_power_of_2(N)), BD=BD, T=T, B_SEL=B.dim() == 3,
-            C_SEL=C.dim() == 3, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            HAS_DLAST=g_in is not None, SOFTPLUS=delta_softplus, FAST_EXP=_fast_exp(u), HALF_PARTIALS=half,
-            num_warps=c["bwd_warps"], **extra)
-        steps = slice(c0 * T, min(L, (c0 + count) * T))
-        if B.dim() == 3:  # this segment's dB, dC: fixed-order sums of the partials (deterministic)
-            _sum_partials(dBp, dB[..., steps], c["bwd_sum_kb"])
-        if C.dim() == 3:
-            _sum_partials(dCp, dC[..., steps], c["bwd_sum_kb"])
+        kernel[grid](u, delta, A, B, C, D, zz, delta_bias, states, dy, g_in, du, ddelta, dz if z is not None else du,
+                     dA_s[s], dBp_s[s], dCp_s[s], dD_s[s], dbias_s[s], dh0, L, dim, n_tiles, c0, count, seg_len,
+                     *strides, HAS_DLAST=g_in is not None, **consts)
+        if b_sel or c_sel:  # this segment's dB, dC: fixed-order sums of the partials (deterministic), one launch
+            if b_sel:
+                _sum_partials(dBp, dB_s[s], dCp if c_sel else None, dC_s[s] if c_sel else None, c["bwd_sum_kb"])
+            else:
+                _sum_partials(dCp, dC_s[s], None, None, c["bwd_sum_kb"])
         g_in = dh0
-    if B.dim() != 3:
+    if not b_sel:
         dB = dBp.sum((0, 1)).to(B.dtype)  # [dim, N]
-    if C.dim() != 3:
+    if not c_sel:
         dC = dCp.sum((0, 1)).to(C.dtype)
     return (du, ddelta, dA.sum((0, 1)).to(A.dtype), dB, dC,
             dD.sum((0, 1)).to(D.dtype) if D is not None else u.new_empty(0), dz,
@@ -193,7 +227,7 @@ def _fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
 def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_states, cfg):
     batch, dim, L = u.shape
     N = A.shape[1]
-    n_states = (L + cfg[0] - 1) // cfg[0] if save_states else 0
+    n_states = (L + cfg[0] - 1) // cfg[0] if save_states else 1
     return (torch.empty_like(u), u.new_empty(batch, dim, N, dtype=torch.float32),
             u.new_empty(batch, dim, n_states, N, dtype=torch.float32))
 
@@ -249,8 +283,16 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 # public function
 
 
+_CHECKED: dict = {}  # make_cfg's answers: a call costs ~10 us of host time otherwise, paid by every forward
+
+
 def make_cfg(chunk_size=None, config=None) -> list[int]:
     """CONFIG updated by `config` (a dict with some of its keys) and chunk_size, checked, as the ops' int list."""
+    key = (chunk_size, tuple(CONFIG.items()), tuple(config.items()) if config else ())
+    try:
+        return list(_CHECKED[key])
+    except (KeyError, TypeError):  # not seen yet, or unhashable values (checked below)
+        pass
     c = dict(CONFIG, **(config or {}))
     unknown = set(c) - set(_KEYS)
     if unknown:
@@ -268,10 +310,19 @@ def make_cfg(chunk_size=None, config=None) -> list[int]:
         elif k == "bwd_maxnreg":
             if v != 0 and not 24 <= v <= 255:
                 raise ValueError(f"selective_scan_triton: bwd_maxnreg={v}; allowed: 0 (no cap) or 24..255")
+        elif k == "bwd_segments":
+            if not (isinstance(v, int) and v >= 0):
+                raise ValueError(f"selective_scan_triton: bwd_segments={v}; allowed: 0 (chosen by L and memory) or a "
+                                 f"number of launches >= 1")
         elif v < 1 or v & (v - 1):
             raise ValueError(f"selective_scan_triton: {'chunk_size' if k == 'chunk' else k}={v}; "
                              f"allowed: a power of two")
-    return [int(c[k]) for k in _KEYS]
+    cfg = [int(c[k]) for k in _KEYS]
+    try:
+        _CHECKED[key] = tuple(cfg)
+    except TypeError:
+        pass
+    return cfg
 
 
 def _check(u, delta, A, B, C, D, z, delta_bias, initial_state):

@@ -99,16 +99,19 @@ def _store_partial(row, t, x, tmask, mt, rep, dd64, BD: tl.constexpr, T: tl.cons
 # layout conversion (a [BD, N] table would get its own layout and cost two shared-memory round trips per state).
 
 
-@triton.jit(do_not_specialize=["n_tiles"])  # as _bwd_kernel below: one compilation for every L
+# n_tiles: as _bwd_kernel below, one compilation for every L. save: 1 stores the states entering every tile (for the
+# backward) at tile c of states [batch, dim, n_saved = n_tiles, N]; 0 stores them all at tile 0 of a [batch, dim,
+# n_saved = 1, N] buffer (one store per tile either way, no branch: a runtime `if` around it made ptxas spill).
+# Runtime values, so a training and a no-grad forward share one compilation.
+@triton.jit(do_not_specialize=["n_tiles", "n_saved", "save"])
 def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr,
                 y_ptr, last_ptr, states_ptr,
-                L, dim, n_tiles,
+                L, dim, n_tiles, n_saved, save,
                 s_ub, s_ud, s_ul, s_tb, s_td, s_tl, s_zb, s_zd, s_zl, s_yb, s_yd, s_yl,
                 s_a0, s_a1, s_bb, s_b0, s_b1, s_cb, s_c0, s_c1,
                 N: tl.constexpr, WS: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
                 B_SEL: tl.constexpr, C_SEL: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
-                HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
-                FAST_EXP: tl.constexpr):
+                HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, SOFTPLUS: tl.constexpr, FAST_EXP: tl.constexpr):
     pid_b = tl.program_id(0).to(tl.int64)
     dd = tl.program_id(1) * BD + tl.arange(0, BD)
     dmask = dd < dim
@@ -146,8 +149,8 @@ def _fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h
             y = Dv[:, None] * u
         else:
             y = tl.zeros((BD, T), dtype=tl.float32)
-        if SAVE:  # the states entering the tile, one store per tile
-            tl.store(states_ptr + (chan[:, None] * n_tiles + c) * N + nn[None, :], h_all, mask=s_mask)
+        # the states entering the tile
+        tl.store(states_ptr + (chan[:, None] * n_saved + c * save) * N + nn[None, :], h_all, mask=s_mask)
         h_prev = h_all  # read the carries from here, write them to h_all: the states' scans stay independent
         for n in tl.static_range(N):
             A = tl.load(A_ptr + dd64 * s_a0 + n * s_a1, mask=dmask, other=0.0).to(tl.float32)
@@ -292,16 +295,9 @@ def _bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, s
 
 
 @triton.jit
-def _sum_partials_kernel(p_ptr, out_ptr, n_part, L, NL, s_pb, s_pk, s_pn, s_ob, s_on, s_ol, BLOCK: tl.constexpr,
-                         KB: tl.constexpr):
-    """out[b, n, t] = sum over k of p[b, k, n, t] (p: [batch, n_part, N, >= L] fp32 or 16-bit, steps contiguous; out
-    [batch, N, L] in its own dtype and strides): the fixed-order reduction of the dB/dC partials, with no fp32
-    [batch, N, L] copy. KB partials are loaded at once (KB x more loads in flight than one at a time, which left each
-    program waiting on memory n_part times: ~0.1 ms a launch whatever L), summed elementwise over the loop and by one
-    fixed-shape reduction after it: the same order every run."""
-    pid_b = tl.program_id(0).to(tl.int64)
-    j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = j < NL
+def _sum_one(p_ptr, out_ptr, pid_b, j, mask, n_part, L, s_pb, s_pk, s_pn, s_ob, s_on, s_ol, BLOCK: tl.constexpr,
+             KB: tl.constexpr):
+    """out[b, n, t] = sum over k of p[b, k, n, t] for the flat indices j = n * L + t of one block (see below)."""
     n, t = j // L, j % L
     src = p_ptr + pid_b * s_pb + n * s_pn + t  # [BLOCK]
     kk = tl.arange(0, KB)
@@ -310,6 +306,24 @@ def _sum_partials_kernel(p_ptr, out_ptr, n_part, L, NL, s_pb, s_pk, s_pn, s_ob, 
         m = mask[None, :] & (k0 + kk < n_part)[:, None]
         acc += tl.load(src[None, :] + (k0 + kk)[:, None].to(tl.int64) * s_pk, mask=m, other=0.0).to(tl.float32)
     tl.store(out_ptr + pid_b * s_ob + n * s_on + t * s_ol, tl.sum(acc, 0).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_partials_kernel(p_ptr, out_ptr, q_ptr, out2_ptr, n_part, L, NL, s_pb, s_pk, s_pn, s_ob, s_on, s_ol,
+                         s_qb, s_qk, s_qn, s_o2b, s_o2n, s_o2l, BLOCK: tl.constexpr, KB: tl.constexpr):
+    """out[b, n, t] = sum over k of p[b, k, n, t] (p: [batch, n_part, N, >= L] fp32 or 16-bit, steps contiguous; out
+    [batch, N, L] in its own dtype and strides), and out2 from q the same way on grid axis 2's second index (dB and
+    dC in one launch): the fixed-order reduction of the dB/dC partials, with no fp32 [batch, N, L] copy. KB partials
+    are loaded at once (KB x more loads in flight than one at a time, which left each program waiting on memory
+    n_part times: ~0.1 ms a launch whatever L), summed elementwise over the loop and by one fixed-shape reduction
+    after it: the same order every run."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = j < NL
+    if tl.program_id(2) == 0:
+        _sum_one(p_ptr, out_ptr, pid_b, j, mask, n_part, L, s_pb, s_pk, s_pn, s_ob, s_on, s_ol, BLOCK, KB)
+    else:
+        _sum_one(q_ptr, out2_ptr, pid_b, j, mask, n_part, L, s_qb, s_qk, s_qn, s_o2b, s_o2n, s_o2l, BLOCK, KB)
 
 
 @triton.jit

@@ -171,11 +171,14 @@ def test_half_dtypes(dtype):
     check(2, 5, 45, 16, dtype, 16)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
-def test_half_partials(dtype):
-    """bwd_half_partials=1: dB/dC partials kept in B's 16-bit dtype (fp32 inputs keep fp32 partials); every gradient
-    still within the dtype's bound of float64 (L 63 over 4 backward segments, dim 11: two channel blocks)."""
-    check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=1))
+@pytest.mark.parametrize("dtype,half", [(torch.bfloat16, 1), (torch.float32, 1), (torch.bfloat16, 0)],
+                         ids=["bf16", "fp32", "bf16-fp32partials"])
+def test_half_partials(dtype, half):
+    """bwd_half_partials=1 (the default): dB/dC partials kept in B's 16-bit dtype (fp32 inputs keep fp32 partials),
+    0: fp32; every gradient still within the dtype's bound of float64 (L 63 over 4 backward segments, one launch for
+    the first, dim 11: two channel blocks)."""
+    check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=4))
+    check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=1))
 
 
 @pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False), (False, False)], ids=["ltiB", "ltiC", "lti"])
@@ -255,7 +258,10 @@ def test_no_grad_saves_nothing_and_matches():
         y = selective_scan_triton(**inp, delta_softplus=True, chunk_size=8, config=SMALL)
     y_grad = selective_scan_triton(**{k: (v.requires_grad_(True) if v is not None else None) for k, v in
                                       inp.items()}, delta_softplus=True, chunk_size=8, config=SMALL)
-    assert torch.equal(y, y_grad.detach())
+    assert torch.equal(y, y_grad.detach())  # one compiled forward for both: the states' store is a runtime choice
+    with torch.no_grad():  # the no-grad forward keeps one scratch tile of states, not one per tile
+        *_, states = torch.ops.hybrid.selective_scan_fwd(*(inp[k] for k in NAMES), True, False, make_cfg(8, SMALL))
+    assert states.shape == (1, 5, 1, 4)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -275,6 +281,7 @@ def test_no_grad_saves_nothing_and_matches():
     (dict(config=dict(bwd_asm=8)), "bwd_asm=8"),
     (dict(config=dict(bwd_prefetch=2)), "bwd_prefetch=2"),
     (dict(config=dict(bwd_maxnreg=300)), "bwd_maxnreg=300"),
+    (dict(config=dict(bwd_segments=-1)), "bwd_segments=-1"),
 ])
 def test_bad_inputs(bad, match):
     args = dict(u=torch.randn(2, 5, 8), delta=torch.randn(2, 5, 8), A=-torch.rand(5, 3), B=torch.randn(2, 3, 8),
