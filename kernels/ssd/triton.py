@@ -5,11 +5,12 @@ The core computed here, per (batch, head), with `acs` the cumulative sum of dt *
     S_c = sum_{j in chunk c} exp(acs_last - acs_j) dt_j x_j B_j^T            (what chunk c adds to the state)
     H_{c+1} = exp(acs_last of c) H_c + S_c,  H_0 = the initial state,  the final state H_{n_chunks}
 Forward: chunk states (the same kernel gives the backward's sum_i exp(acs_i) dy_i C_i^T), state passing (the only
-loop over chunks; its reverse in the backward) and the chunk output. The backward's four chunk kernels are in
-triton_bwd.py (dCB per group; dC and dB per group, looping over the group's heads; dx per head). The elementwise
-parts (dt bias/softplus/clamp, the cumulative sum of dt * A, D, the z gate) stay in PyTorch around them,
-differentiated by autograd. Sums over a group's heads run inside one program; sums over block pairs are written per
-pair and reduced by torch in a fixed order: no atomics, bitwise repeatable.
+loop over chunks; its reverse in the backward), C_i . B_j once per group, and the chunk output with D x, written in
+x's dtype. The backward's four chunk kernels are in triton_bwd.py (dCB per group; dC and dB per group, looping over
+the group's heads; dx per head). The elementwise parts (dt bias/softplus/clamp, the cumulative sum of dt * A, the z
+gate) stay in PyTorch around them, differentiated by autograd. Sums over a group's heads run inside one program; sums
+over block pairs and state rows are written per program and reduced by torch in a fixed order: no atomics, bitwise
+repeatable.
 """
 import math
 import os
