@@ -38,16 +38,27 @@ class Mamba2Cache:
     ssm_state: torch.Tensor
 
 
+NORM_BACKENDS = ("torch", "triton")  # the gated RMSNorm's: PyTorch ops, or kernels/ssd/gated_rmsnorm.py on CUDA
+
+
 class GatedRMSNorm(nn.Module):
     """RMSNorm(y * silu(z)) over groups of `group_size` channels (or RMSNorm(y) * silu(z) with norm_before_gate),
-    in fp32 (fp64 for fp64 inputs), times a learned weight. forward: y, z [..., dim] -> [..., dim] in y's dtype."""
+    in fp32 (fp64 for fp64 inputs), times a learned weight. forward: y, z [..., dim] -> [..., dim] in y's dtype.
+    backend "torch" (this code, autograd) or "triton" (one fused Triton pass each way on CUDA tensors of one 16-bit
+    or fp32 dtype: kernels/ssd/gated_rmsnorm.py; the torch code elsewhere)."""
 
-    def __init__(self, dim: int, group_size: int, eps: float = 1e-5, norm_before_gate: bool = False):
+    def __init__(self, dim: int, group_size: int, eps: float = 1e-5, norm_before_gate: bool = False,
+                 backend: str = "torch"):
         super().__init__()
+        if backend not in NORM_BACKENDS:
+            raise ValueError(f"norm_backend={backend!r}; allowed: {', '.join(NORM_BACKENDS)}")
         self.weight = nn.Parameter(torch.ones(dim))
-        self.group_size, self.eps, self.norm_before_gate = group_size, eps, norm_before_gate
+        self.group_size, self.eps, self.norm_before_gate, self.backend = group_size, eps, norm_before_gate, backend
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.backend == "triton" and y.is_cuda and y.dtype == z.dtype and y.dtype != torch.float64:
+            from hybrid.kernels.ssd.gated_rmsnorm import gated_rmsnorm_triton
+            return gated_rmsnorm_triton(y, z, self.weight, self.group_size, self.eps, self.norm_before_gate)
         acc = torch.float64 if y.dtype == torch.float64 else torch.float32
         h = y.to(acc)
         gate = F.silu(z.to(acc))
@@ -67,7 +78,8 @@ class Mamba2(nn.Module):
                  ngroups: int = 1, A_init_range=(1.0, 16.0), D_has_hdim: bool = False, rmsnorm: bool = True,
                  norm_before_gate: bool = False, rmsnorm_eps: float = 1e-5, dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, dt_limit=(0.0, math.inf), bias: bool = False, conv_bias: bool = True,
-                 chunk_size: int = 256, ssd_backend: str = "auto", conv_backend: str = "auto"):
+                 chunk_size: int = 256, ssd_backend: str = "auto", conv_backend: str = "auto",
+                 norm_backend: str = "torch"):
         super().__init__()
         d_inner = expand * d_model
         if headdim < 1 or d_inner % headdim:
@@ -94,7 +106,7 @@ class Mamba2(nn.Module):
         self.A_log = nn.Parameter(torch.empty(nheads))
         self.D = nn.Parameter(torch.empty(d_inner if D_has_hdim else nheads))
         if rmsnorm:
-            self.norm = GatedRMSNorm(d_inner, d_inner // ngroups, rmsnorm_eps, norm_before_gate)
+            self.norm = GatedRMSNorm(d_inner, d_inner // ngroups, rmsnorm_eps, norm_before_gate, norm_backend)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
         self.out_proj.is_residual_out = True
         self.A_init_range, self.dt_min, self.dt_max, self.dt_init_floor = A_init_range, dt_min, dt_max, dt_init_floor

@@ -1,0 +1,73 @@
+"""The S block's fused gated RMSNorm (kernels/ssd/gated_rmsnorm.py) against GatedRMSNorm's PyTorch code in float64:
+output and the gradients of y, z and the weight, both gate orders, several groups, group sizes that are not powers of
+two, rows split over several backward programs; bf16; determinism; bad shapes refused. Interpreted on the CPU."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+
+pytest.importorskip("triton")
+
+from hybrid.blocks.mamba2 import GatedRMSNorm
+from hybrid.kernels.ssd import gated_rmsnorm as fused
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def run(M, D, gs, norm_before_gate, dtype, seed):
+    """(fused out, dy, dz, dw), (float64 reference's) on fresh random inputs."""
+    g = torch.Generator().manual_seed(seed)
+    y, z = torch.randn(M, D, generator=g).to(dtype), torch.randn(M, D, generator=g).to(dtype)
+    w, gout = torch.randn(D, generator=g), torch.randn(M, D, generator=g, dtype=torch.float64)
+    ref = GatedRMSNorm(D, gs, 1e-5, norm_before_gate).double()
+    ref.weight.data.copy_(w.double())
+    y64, z64 = y.double().requires_grad_(True), z.double().requires_grad_(True)
+    (ref(y64, z64) * gout).sum().backward()
+    want = (ref(y64, z64).detach(), y64.grad, z64.grad, ref.weight.grad)
+    yt, zt, wt = (t.clone().to(DEVICE).requires_grad_(True) for t in (y, z, w))
+    out = fused.gated_rmsnorm_triton(yt, zt, wt, gs, 1e-5, norm_before_gate)
+    (out.double() * gout.to(DEVICE)).sum().backward()
+    return (out, yt.grad, zt.grad, wt.grad), want
+
+
+@pytest.mark.parametrize("M,D,gs,norm_before_gate", [(7, 12, 6, False), (5, 16, 16, True), (3, 10, 5, True),
+                                                     (9, 8, 8, False)])
+def test_matches_the_torch_norm_in_float64(M, D, gs, norm_before_gate, monkeypatch):
+    monkeypatch.setattr(fused, "ROW_PROGRAMS", 4)  # several rows per backward program, the last one short
+    got, want = run(M, D, gs, norm_before_gate, torch.float32, seed=M + D)
+    assert got[0].dtype == torch.float32
+    for name, a, b in zip(("out", "dy", "dz", "dw"), got, want):
+        assert rel_err(a.cpu(), b) < 2e-5, name
+
+
+def test_bf16_in_bf16_out():
+    got, want = run(6, 16, 8, False, torch.bfloat16, seed=1)
+    assert got[0].dtype == got[1].dtype == got[2].dtype == torch.bfloat16
+    for name, a, b in zip(("out", "dy", "dz", "dw"), got, want):
+        assert rel_err(a.cpu(), b) < 1.5e-2, name
+
+
+def test_backward_is_deterministic(monkeypatch):
+    monkeypatch.setattr(fused, "ROW_PROGRAMS", 3)
+    first, _ = run(11, 12, 4, False, torch.float32, seed=2)
+    second, _ = run(11, 12, 4, False, torch.float32, seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_bad_shapes_are_refused():
+    y = torch.randn(2, 12)
+    with pytest.raises(ValueError, match="multiple of group_size=5"):
+        fused.gated_rmsnorm_triton(y, y, torch.ones(12), 5, 1e-5, False)
+
+
+def test_the_block_refuses_an_unknown_norm_backend():
+    with pytest.raises(ValueError, match="norm_backend='fast'; allowed: torch, triton"):
+        GatedRMSNorm(8, 4, backend="fast")
