@@ -5,7 +5,8 @@
 #                   bench's shape and L 4096, bf16: outputs and every gradient (relative difference), and two v2 runs
 #                   bitwise equal (this step compiles the kernels the bench then finds in Triton's disk cache); last,
 #                   four of our Triton SSD tests compiled on the GPU (production tiles fp32 against float64, bf16, D
-#                   per channel, determinism; each test shape compiles anew, so they may not all finish);
+#                   per channel, determinism; each test shape compiles anew, so they may not all finish); and the
+#                   fused gated RMSNorm (norm_backend="triton") against the PyTorch one at the block's shape;
 #   ssd_final.json  python -m hybrid.bench ssd --ssd-only: ours v2, ours v1, mamba-ssm's Triton SSD, fwd and fwd+bwd
 #                   at L 1K..64K (batch 8, 32 heads x 64, N 128, chunk 256, bf16) with peak memory;
 #   ssd_stages_block.json  a second run: per-kernel GPU times of each at L 16K (--stages) and the S block vs
@@ -51,7 +52,20 @@ for version in ("v2", "v2", "v1"):  # printed as soon as known: a cut step keeps
         print("v2 twice bitwise equal:", all(torch.equal(a, b) for a, b in zip(*runs["v2"])), flush=True)
 names = ["y"] + [f"d{k}" for k in leaves]
 diffs = [f"{n} {rel(a, b):.1e}" for n, a, b in zip(names, runs["v2"][0], runs["v1"][0])]
-print("v2 vs v1 rel diff: " + " ".join(diffs))
+print("v2 vs v1 rel diff: " + " ".join(diffs), flush=True)
+from hybrid.blocks.mamba2 import GatedRMSNorm  # the fused gated RMSNorm against the PyTorch one, the block's shape
+y0, z0, gn = (torch.randn(8, 2048, 2048, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+res = []
+for backend in ("torch", "triton", "triton"):
+    norm = GatedRMSNorm(2048, 2048, 1e-5, False, backend).cuda()
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 1.5, 2048))
+    yy, zz = y0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
+    out = norm(yy, zz)
+    out.backward(gn)
+    res.append([out.detach(), yy.grad, zz.grad, norm.weight.grad])
+print("fused norm twice bitwise equal:", all(torch.equal(a, b) for a, b in zip(res[1], res[2])), "; vs torch rel diff: "
+      + " ".join(f"{n} {rel(a, b):.1e}" for n, a, b in zip(("out", "dy", "dz", "dw"), res[1], res[0])))
 PY
 
 timeout ${BENCH_S:-80} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
@@ -64,7 +78,7 @@ timeout ${TESTS_S:-25} python3 -m pytest -q -p no:cacheprovider tests/kernels/te
   -k "production or bf16_inputs or deterministic or per_channel" >> "$OUT/checks.txt" 2>&1
 echo "tests exit $?" >> "$OUT/checks.txt"
 echo "== $MAMBA"
-echo "== checks:"; grep "passed\|failed\|error\|tests exit\|bitwise\|rel diff" "$OUT/checks.txt" | tail -6
+echo "== checks:"; grep "passed\|failed\|error\|tests exit\|bitwise\|rel diff" "$OUT/checks.txt" | tail -7
 echo "== stages and block:"; grep -v "^  L=\|^  block \|^USDT\|Warning\|warn\|^wrote" "$OUT/bench.log" \
   | grep -v "^ *[0-9]* ours\|^ *[0-9]* mamba\|^ *L provider\|rows in" | tail -50
 echo "== ssd (ms, peak MiB):"; grep "exit\|^ *L provider\|^ *[0-9]* ours:triton\|^ *[0-9]* mamba_ssm" "$OUT/bench.log"

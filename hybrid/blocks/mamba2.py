@@ -17,6 +17,7 @@ cache has seen and updates it in place; `step(x, cache)` does one token through 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +45,8 @@ NORM_BACKENDS = ("torch", "triton")  # the gated RMSNorm's: PyTorch ops, or kern
 class GatedRMSNorm(nn.Module):
     """RMSNorm(y * silu(z)) over groups of `group_size` channels (or RMSNorm(y) * silu(z) with norm_before_gate),
     in fp32 (fp64 for fp64 inputs), times a learned weight. forward: y, z [..., dim] -> [..., dim] in y's dtype.
-    backend "torch" (this code, autograd) or "triton" (one fused Triton pass each way on CUDA tensors of one 16-bit
-    or fp32 dtype: kernels/ssd/gated_rmsnorm.py; the torch code elsewhere)."""
+    backend "torch" (this code, autograd) or "triton" (one fused Triton pass each way on CUDA tensors, or in Triton's
+    interpreter under TRITON_INTERPRET=1, of one 16-bit or fp32 dtype: kernels/ssd/gated_rmsnorm.py; else this code)."""
 
     def __init__(self, dim: int, group_size: int, eps: float = 1e-5, norm_before_gate: bool = False,
                  backend: str = "torch"):
@@ -56,7 +57,8 @@ class GatedRMSNorm(nn.Module):
         self.group_size, self.eps, self.norm_before_gate, self.backend = group_size, eps, norm_before_gate, backend
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if self.backend == "triton" and y.is_cuda and y.dtype == z.dtype and y.dtype != torch.float64:
+        on_triton = y.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"  # CPU tensors run in its interpreter
+        if self.backend == "triton" and on_triton and y.dtype == z.dtype and y.dtype != torch.float64:
             from hybrid.kernels.ssd.gated_rmsnorm import gated_rmsnorm_triton
             return gated_rmsnorm_triton(y, z, self.weight, self.group_size, self.eps, self.norm_before_gate)
         acc = torch.float64 if y.dtype == torch.float64 else torch.float32

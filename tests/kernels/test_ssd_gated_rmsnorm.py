@@ -71,3 +71,23 @@ def test_bad_shapes_are_refused():
 def test_the_block_refuses_an_unknown_norm_backend():
     with pytest.raises(ValueError, match="norm_backend='fast'; allowed: torch, triton"):
         GatedRMSNorm(8, 4, backend="fast")
+
+
+def test_the_block_with_the_fused_norm_equals_the_torch_norm():
+    """Mamba2(norm_backend="triton") (fp32, the reference SSD): output and every parameter's gradient as with the
+    PyTorch norm, both gate orders."""
+    from hybrid.blocks.mamba2 import Mamba2
+    for norm_before_gate in (False, True):
+        blocks = []
+        for backend in ("torch", "triton"):
+            torch.manual_seed(0)
+            blocks.append(Mamba2(16, d_state=4, headdim=8, ngroups=2, chunk_size=8, ssd_backend="reference",
+                                 conv_backend="reference", norm_before_gate=norm_before_gate,
+                                 norm_backend=backend).to(DEVICE))
+        x = torch.randn(2, 11, 16, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+        outs = [m(x) for m in blocks]
+        for out in outs:
+            out.square().sum().backward()
+        assert rel_err(outs[1].detach().cpu(), outs[0].detach().cpu()) < 2e-5
+        for (name, p0), p1 in zip(blocks[0].named_parameters(), blocks[1].parameters()):
+            assert rel_err(p1.grad.cpu(), p0.grad.cpu()) < 2e-5, name
