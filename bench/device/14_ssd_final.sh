@@ -3,14 +3,15 @@
 # CHECK_S 40 + BENCH_S 80 + STAGES_S 40 + TESTS_S 20 s, in that order of importance); results under $OUT (4 files):
 #   checks.txt      the new kernels (triton.py, "v2") against session 4's (triton_v1.py, tested on an H200) at the
 #                   bench's shape and L 4096, bf16: outputs and every gradient (relative difference), and two v2 runs
-#                   bitwise equal (this step compiles the kernels the bench then finds in Triton's disk cache); last,
-#                   four of our Triton SSD tests compiled on the GPU (production tiles fp32 against float64, bf16, D
-#                   per channel, determinism; each test shape compiles anew, so they may not all finish); and the
-#                   fused gated RMSNorm (norm_backend="triton") against the PyTorch one at the block's shape;
+#                   bitwise equal (this step compiles the kernels the bench then finds in Triton's disk cache); the
+#                   fused gated RMSNorm (norm_backend="triton") against the PyTorch one at the block's shape, twice
+#                   bitwise; last, four of our Triton SSD tests compiled on the GPU (production tiles fp32 against
+#                   float64, bf16, D per channel, determinism; each shape compiles anew, so they may not all finish);
 #   ssd_final.json  python -m hybrid.bench ssd --ssd-only: ours v2, ours v1, mamba-ssm's Triton SSD, fwd and fwd+bwd
 #                   at L 1K..64K (batch 8, 32 heads x 64, N 128, chunk 256, bf16) with peak memory;
-#   ssd_stages_block.json  a second run: per-kernel GPU times of each at L 16K (--stages) and the S block vs
-#                   mamba-ssm's Mamba2 (no CUDA conv), batch 8, L 2048, d_model 1024, bf16, fwd+bwd (--block);
+#   ssd_stages_block.json  a second run: per-kernel GPU times of each at L 16K (--stages) and the S block (SSD v2,
+#                   v2 with the fused norm, v1) vs mamba-ssm's Mamba2 (no CUDA conv), batch 8, L 2048, d_model 1024,
+#                   bf16, fwd+bwd with peak memory (--block);
 #   bench.log       both runs' output (the tables are printed last here).
 # Separate processes, each with its limit, so that a slow step (mamba-ssm compiling its autotuning configs in the
 # first) cannot take the others' results; the second finds the compiled kernels in Triton's disk cache.
