@@ -12,7 +12,9 @@
 #           of learning rates, and SSMs gain from width rather than depth; mamba_small is 8 Mamba-1 layers deep)
 #   state:  mamba_small with d_state 64 (Mamba-2's N here) at lr 1e-3, 1000 steps: does recall wait on the state size
 #           (Zoology: recall capacity grows with the recurrent state) or on optimisation?
-# 22 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
+#   width:  mamba_small at d_model 256 with lr 1e-3, 1000 steps (Zoology: a recurrent model's recall needs width that
+#           grows with the number of pairs)
+# 23 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
 # script ends within ~450 s). Results under $OUT:
 #   19_configs_learn.txt  the table: val accuracy at L64 at steps 250..3000, the first evaluated step >= 0.9, final
 #                         L64/L128/L256, the mean training loss of the last 50 steps, seconds
@@ -44,6 +46,7 @@ train mamba_small+lr1e-3+3000steps model=mamba_small lit.optimizer.lr=1e-3 train
 train megatron_ratio+lr1e-3+2000steps model=megatron_ratio lit.optimizer.lr=1e-3 trainer.max_steps=2000
 train mamba_small+lr5e-4 model=mamba_small lit.optimizer.lr=5e-4
 train mamba_small+lr1e-3+dstate64 model=mamba_small lit.optimizer.lr=1e-3 model.blocks.M.d_state=64
+train mamba_small+lr1e-3+d256 model=mamba_small lit.optimizer.lr=1e-3 model.d_model=256
 wait
 python3 - "$ROOT" "$OUT" <<'PY'
 import csv, json, math, re, sys
@@ -91,5 +94,5 @@ with open(out / "19_configs_learn.csv", "w", newline="") as f:
 PY
 echo "== defaults composed: $(cat "$ROOT/defaults.txt")"
 echo "== every model config on the default MQAR task at its defaults (name alone) and at lr $ALT, plus seed and"
-echo "   step evidence; 22 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
+echo "   step evidence; 23 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
 cat "$OUT/19_configs_learn.txt"
