@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue 14 (MAMBA2), session 5's SSD measurement, from the repo root with .whl carried; about 3 minutes (step timeouts
-# CHECK_S 40 + BENCH_S 80 + STAGES_S 40 + TESTS_S 20 s, in that order of importance); results under $OUT (4 files):
+# CHECK_S 40 + BENCH_S 75 + STAGES_S 40 + TESTS_S 15 s, in that order of importance); results under $OUT (4 files):
 #   checks.txt      the new kernels (triton.py, "v2") against session 4's (triton_v1.py, tested on an H200) at the
 #                   bench's shape and L 4096, bf16: outputs and every gradient (relative difference), and two v2 runs
 #                   bitwise equal (this step compiles the kernels the bench then finds in Triton's disk cache); the
@@ -69,13 +69,13 @@ print("fused norm twice bitwise equal:", all(torch.equal(a, b) for a, b in zip(r
       + " ".join(f"{n} {rel(a, b):.1e}" for n, a, b in zip(("out", "dy", "dz", "dw"), res[1], res[0])))
 PY
 
-timeout ${BENCH_S:-80} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
+timeout ${BENCH_S:-75} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
   --out "$OUT/ssd_final.json" > "$OUT/bench.log" 2>&1
 echo "== bench exit $?" >> "$OUT/bench.log"
 timeout ${STAGES_S:-40} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
   --lengths 1024 --stages 16384 --block --out "$OUT/ssd_stages_block.json" >> "$OUT/bench.log" 2>&1
 echo "== stages/block exit $?" >> "$OUT/bench.log"
-timeout ${TESTS_S:-20} python3 -m pytest -q -p no:cacheprovider tests/kernels/test_triton_ssd.py \
+timeout ${TESTS_S:-15} python3 -m pytest -q -p no:cacheprovider tests/kernels/test_triton_ssd.py \
   -k "production or bf16_inputs or deterministic or per_channel" >> "$OUT/checks.txt" 2>&1
 echo "tests exit $?" >> "$OUT/checks.txt"
 echo "== $MAMBA"
