@@ -8,7 +8,9 @@
 #                   bitwise; last, four of our Triton SSD tests compiled on the GPU (production tiles fp32 against
 #                   float64, bf16, D per channel, determinism; each shape compiles anew, so they may not all finish);
 #   ssd_final.json  python -m hybrid.bench ssd --ssd-only: ours v2, ours v1, mamba-ssm's Triton SSD, fwd and fwd+bwd
-#                   at L 1K..64K (batch 8, 32 heads x 64, N 128, chunk 256, bf16) with peak memory;
+#                   at L 1K..64K (batch 8, 32 heads x 64, N 128, chunk 256, bf16) with peak memory, one process, each
+#                   provider over every length before the next (mamba-ssm's first call autotunes: it delays only its
+#                   own rows);
 #   ssd_stages_block.json  a second run: per-kernel GPU times of each at L 16K (--stages) and the S block (SSD v2,
 #                   v2 with the fused norm, v1) vs mamba-ssm's Mamba2 (no CUDA conv), batch 8, L 2048, d_model 1024,
 #                   bf16, fwd+bwd with peak memory (--block);
@@ -69,8 +71,8 @@ print("fused norm twice bitwise equal:", all(torch.equal(a, b) for a, b in zip(r
       + " ".join(f"{n} {rel(a, b):.1e}" for n, a, b in zip(("out", "dy", "dz", "dw"), res[1], res[0])))
 PY
 
-timeout ${BENCH_S:-75} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
-  --out "$OUT/ssd_final.json" > "$OUT/bench.log" 2>&1
+timeout ${BENCH_S:-75} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers-first \
+  --providers ours:triton mamba_ssm --out "$OUT/ssd_final.json" > "$OUT/bench.log" 2>&1
 echo "== bench exit $?" >> "$OUT/bench.log"
 timeout ${STAGES_S:-40} python3 -m hybrid.bench ssd --device cuda --ssd-only --providers ours:triton mamba_ssm \
   --lengths 1024 --stages 16384 --block --out "$OUT/ssd_stages_block.json" >> "$OUT/bench.log" 2>&1

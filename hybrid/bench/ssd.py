@@ -1,5 +1,5 @@
-"""`python -m hybrid.bench ssd [--device cpu|cuda] [--lengths ...] [--providers ...] [--ssd-only] [--stages L] [--block]
-[--out bench/results/ssd_<device>.json]`
+"""`python -m hybrid.bench ssd [--device cpu|cuda] [--lengths ...] [--providers ...] [--ssd-only] [--providers-first]
+[--stages L] [--block] [--out bench/results/ssd_<device>.json]`
 
 Mamba-2's SSD side by side in one process, forward ("fwd", inputs requiring grad) and forward + backward
 ("fwd+bwd"), over sequence lengths L:
@@ -18,8 +18,9 @@ increasing order and the rows are written after each measurement, so a run cut s
 CPU: batch 1, 4 heads x 64 = 256 channels, N 64, chunk 64, fp32, L in 64, 256, 1024, timings the median of
 perf_counter repeats on one thread (--threads).
 --providers keeps the providers whose names start with one of the given words; --ssd-only leaves out the Mamba-1
-scan and attention. --stages L adds, at length L, each SSD provider's fwd+bwd time per GPU kernel (torch.profiler;
-hybrid/bench/ssd_stages.py). --block adds the S block beside mamba-ssm's Mamba2 module (hybrid/bench/ssd_block.py).
+scan and attention; --providers-first times each SSD provider over all lengths before the next. --stages L adds, at
+length L, each SSD provider's fwd+bwd time per GPU kernel (torch.profiler; hybrid/bench/ssd_stages.py). --block adds
+the S block beside mamba-ssm's Mamba2 module (hybrid/bench/ssd_block.py).
 Rows are long-format JSON (hybrid/bench/harness.py): op, provider, mode, L, median_ms, p20_ms, p80_ms,
 first_call_ms, peak_mem_bytes, device, versions, commit.
 """
@@ -97,8 +98,11 @@ def ssd_providers(device: str, chunk: int, keep=None) -> dict:
     return {k: v for k, v in out.items() if not keep or any(k.startswith(w) for w in keep)}
 
 
-def run(device, lengths, shape, save=lambda rows: None, keep=None, ssd_only=False) -> list[dict]:
-    """All rows, lengths in increasing order; save(rows) after each measurement."""
+def run(device, lengths, shape, save=lambda rows: None, keep=None, ssd_only=False,
+        providers_first=False) -> list[dict]:
+    """All rows, lengths in increasing order; save(rows) after each measurement. providers_first: each SSD provider
+    over every length before the next provider (a provider whose first call is slow, e.g. autotuning, then delays
+    only its own rows), the other ops after."""
     batch, heads, hd, N, dtype = shape["batch"], shape["heads"], shape["head_dim"], shape["N"], shape["dtype"]
     dim = heads * hd
     from hybrid.kernels.selective_scan import selective_scan
@@ -110,15 +114,8 @@ def run(device, lengths, shape, save=lambda rows: None, keep=None, ssd_only=Fals
             save(rows)
             print(f"  L={L} {name} {mode}: {rows[-1]['median_ms']} ms", file=sys.stderr, flush=True)
 
-    for L in sorted(lengths):
-        x = ssd_inputs(batch, L, heads, hd, N, dtype, device)
-        for name, fn in ssd_providers(device, shape["chunk"], keep).items():
-            if name == "ours:reference" and L > shape["reference_max_L"]:
-                continue
-            record("ssd", name, fn, x, L)
-        del x
-        if ssd_only:
-            continue
+    def others(L):
+        """Our Mamba-1 scan and attention at L."""
         m1 = mamba1_inputs(batch, L, dim, shape["mamba1_N"], dtype, device)
         record("scan", f"scan:mamba1 N={shape['mamba1_N']}",
                lambda t: selective_scan(**t, delta_softplus=True), m1, L)
@@ -126,11 +123,25 @@ def run(device, lengths, shape, save=lambda rows: None, keep=None, ssd_only=Fals
         if L > shape["attention_max_L"]:
             print(f"  L={L} attention: skipped (L > {shape['attention_max_L']}, see the module docstring)",
                   file=sys.stderr, flush=True)
-            continue
+            return
         a = attention_inputs(batch, dim, L, shape["attn_head_dim"], dtype, device)
         for name, fn in attention_providers(device).items():
             record("attention", f"{name} {dim // shape['attn_head_dim']}x{shape['attn_head_dim']}", fn, a, L)
-        del a
+
+    providers = ssd_providers(device, shape["chunk"], keep)
+    lengths = sorted(lengths)
+    for L, names in ([(L, [n]) for n in providers for L in lengths] if providers_first else
+                     [(L, list(providers)) for L in lengths]):
+        x = ssd_inputs(batch, L, heads, hd, N, dtype, device)
+        for name in names:
+            if name != "ours:reference" or L <= shape["reference_max_L"]:
+                record("ssd", name, providers[name], x, L)
+        del x
+        if not (ssd_only or providers_first):
+            others(L)
+    if providers_first and not ssd_only:
+        for L in lengths:
+            others(L)
     return rows
 
 
@@ -153,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--providers", nargs="+", help="keep the SSD providers whose names start with these words")
     p.add_argument("--ssd-only", action="store_true", help="leave out the Mamba-1 scan and attention rows")
+    p.add_argument("--providers-first", action="store_true",
+                   help="each SSD provider over all lengths before the next (a slow first call delays only its rows)")
     p.add_argument("--stages", type=positive_int, metavar="L", help="time each GPU kernel of every SSD provider at L")
     p.add_argument("--block", action="store_true", help="the S block beside mamba-ssm's Mamba2 module")
     p.add_argument("--block-d-model", type=positive_int, help="d_model of --block (default 1024 on CUDA)")
@@ -163,13 +176,14 @@ def main(argv=None) -> int:
         return 2
     shape = SHAPES[args.device]
     out = output_path(p, args, "ssd", dict(lengths=None, providers=None, ssd_only=False, stages=None, block=False,
-                                           block_d_model=None))
+                                           block_d_model=None, providers_first=False))
     env = environment(args.device)
     env["mamba_ssm_installed"] = importlib.util.find_spec("mamba_ssm") is not None
     t0 = time.perf_counter()
     shape_json = {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v) for k, v in shape.items()}
     save = lambda rows: write_rows(out, "ssd", env, rows, quiet=True, shape=shape_json)  # noqa: E731
-    rows = run(args.device, args.lengths or shape["lengths"], shape, save, args.providers, args.ssd_only)
+    rows = run(args.device, args.lengths or shape["lengths"], shape, save, args.providers, args.ssd_only,
+               args.providers_first)
     if args.stages:
         from hybrid.bench.ssd_stages import print_stages, stage_rows
         x = ssd_inputs(shape["batch"], args.stages, shape["heads"], shape["head_dim"], shape["N"], shape["dtype"],

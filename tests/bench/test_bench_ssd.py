@@ -22,10 +22,11 @@ def test_ssd_only_stages_and_block_rows(tmp_path):
     """--ssd-only leaves the scan and attention out; --stages adds per-kernel rows (on the CPU the top-level
     operators) summing to the '(all kernels)' row; --block adds the S block's row (mamba-ssm absent here)."""
     out = tmp_path / "ssd.json"
-    assert main(["ssd", "--device", "cpu", "--lengths", "8", "--ssd-only", "--stages", "70", "--block", "--out",
-                 str(out)]) == 0
+    assert main(["ssd", "--device", "cpu", "--lengths", "8", "16", "--ssd-only", "--providers-first", "--stages", "70",
+                 "--block", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert {r["provider"] for r in rows if r["op"] == "ssd"} == {"ours:reference"}
+    ssd_rows = [(r["provider"], r["L"]) for r in rows if r["op"] == "ssd"]
+    assert ssd_rows == [("ours:reference", L) for L in (8, 8, 16, 16)]  # fwd, fwd+bwd per length
     assert not [r for r in rows if r["op"] in ("scan", "attention")]
     stages = [r for r in rows if r["op"] == "ssd_stage"]
     total = [r for r in stages if r["kernel"] == "(all kernels)"]
