@@ -6,11 +6,12 @@
 # 0.70, megatron_ratio 0.40, mamba_small 0.27, all still rising; hybrid_small 1.000 at seed 0 but 0.18 at seed 1,
 # and 1.000 by step 250 at lr 1e-3). Evidence runs beside them:
 #   seeds:  hybrid_small and transformer_small at seed 1 with lr 1e-3 (is the lower rate safe for every seed?)
-#   steps:  mamba_small 3000 steps and megatron_ratio 2000 at lr 1e-3 (how many steps the Mamba-1-heavy stacks need;
-#           a longer cosine schedule, not the 1000-step run continued)
-#   rate:   mamba_small at lr 5e-4 (Okpekpe & Orvieto 2025, arXiv 2508.19029: Mamba learns MQAR only in a narrow window
-#           of learning rates, and SSMs gain from width rather than depth; mamba_small is 8 Mamba-1 layers deep)
-#   state:  mamba_small with d_state 64 (Mamba-2's N here) at lr 1e-3, 1000 steps: does recall wait on the state size
+#   steps:  mamba_small 3000 steps at lr 3e-3, megatron_ratio 2000 at lr 1e-3 (how many steps the Mamba-1-heavy
+#           stacks need; a longer cosine schedule, not the 1000-step run continued)
+#   rate:   mamba_small at lr 1e-2 (Okpekpe & Orvieto 2025, arXiv 2508.19029: Mamba learns MQAR only in a narrow
+#           window of learning rates; on the CPU a pure MMMM at d_model 64 stayed on the 1/8 plateau for 1500 steps at
+#           1e-3 and 3e-3 and left it at 1e-2: 0.38 by step 900)
+#   state:  mamba_small with d_state 64 (Mamba-2's N here) at lr 3e-3, 1000 steps: does recall wait on the state size
 #           (Zoology: recall capacity grows with the recurrent state) or on optimisation?
 #   width:  mamba_small at d_model 256 with lr 1e-3, 1000 steps (Zoology: a recurrent model's recall needs width that
 #           grows with the number of pairs)
@@ -42,10 +43,10 @@ for f in conf/model/*.yaml; do
 done
 train hybrid_small+lr1e-3+seed1 model=hybrid_small seed=1 lit.optimizer.lr=1e-3
 train transformer_small+lr1e-3+seed1 model=transformer_small seed=1 lit.optimizer.lr=1e-3
-train mamba_small+lr1e-3+3000steps model=mamba_small lit.optimizer.lr=1e-3 trainer.max_steps=3000
+train mamba_small+lr3e-3+3000steps model=mamba_small lit.optimizer.lr=3e-3 trainer.max_steps=3000
 train megatron_ratio+lr1e-3+2000steps model=megatron_ratio lit.optimizer.lr=1e-3 trainer.max_steps=2000
-train mamba_small+lr5e-4 model=mamba_small lit.optimizer.lr=5e-4
-train mamba_small+lr1e-3+dstate64 model=mamba_small lit.optimizer.lr=1e-3 model.blocks.M.d_state=64
+train mamba_small+lr1e-2 model=mamba_small lit.optimizer.lr=1e-2
+train mamba_small+lr3e-3+dstate64 model=mamba_small lit.optimizer.lr=3e-3 model.blocks.M.d_state=64
 train mamba_small+lr1e-3+d256 model=mamba_small lit.optimizer.lr=1e-3 model.d_model=256
 wait
 python3 - "$ROOT" "$OUT" <<'PY'
