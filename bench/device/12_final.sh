@@ -1,13 +1,14 @@
 #!/bin/bash
-# Issue 12, session 5's late device call (~200 s; run after `bash .whl/build_mamba_ssm.sh`, whose import is guarded:
+# Issue 12, session 5's late device call (~200 s, at most ~215; run after `bash .whl/build_mamba_ssm.sh`, whose import is guarded:
 # without it, ours only), each step one process under its own timeout:
+#   0. the default's gradients checked against the fp32 reference on the GPU, bitwise repeatable (<= 45 s)
 #   1. python -m hybrid.bench scan: our scan (CONFIG's default) vs mamba-ssm's, block layout and contiguous, fwd and
 #      fwd+bwd, batch 8, dim 2048, N 16, bf16, L 1K, 4K, 16K, 64K (rows saved after each L: a timeout keeps the
-#      shorter ones)                                                                                       (<= 100 s)
+#      shorter ones)                                                                                        (<= 90 s)
 #   2. python -m hybrid.bench model --stacks mamba jamba --blocks M: training tokens/s and peak memory of the pure
 #      Mamba LM and MFMFMFAF x3 on our scan and on mamba-ssm's, and mamba-ssm's MambaLMHeadModel (batch 8 x 2048,
 #      d_model 1024, 24 sublayers, bf16 autocast, fused AdamW); the M block fwd and fwd+bwd on each scan beside
-#      mamba-ssm's `Mamba` module (d_model 1024, batch 8, L 2048)                                          (<= 95 s)
+#      mamba-ssm's `Mamba` module (d_model 1024, batch 8, L 2048)                                          (<= 80 s)
 #   3. while END_S (default 200) s allow: bench/device/12_bwd_variants_probe.py, the default beside session 4's kernel
 #      options and the launch counts (seg1, seg8, fp32 partials), gradients checked on the GPU first, L 1K-16K
 # Writes $OUT/12_scan.json, 12_scan.log, 12_model.json, 12_model.log, 12_variants.json, 12_variants.log; prints a
@@ -22,10 +23,14 @@ from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel" > /dev/null 2>&1
 else
   SCAN_P="ours"; MODEL_B="triton"; el "mamba-ssm does NOT import: ours only (run bash .whl/build_mamba_ssm.sh first)"
 fi
-timeout -k 5 100 python3 -m hybrid.bench scan --device cuda --layouts block contiguous --providers $SCAN_P \
+# 0. the default's gradients against the fp32 reference on this GPU, and bitwise repeatable (the probe's check only)
+timeout -k 5 45 python3 bench/device/12_bwd_variants_probe.py /tmp/12_check.json --variants default --budget-s 0 \
+  2>&1 | grep -E "^check|Error"
+el "check"
+timeout -k 5 90 python3 -m hybrid.bench scan --device cuda --layouts block contiguous --providers $SCAN_P \
   --out $OUT/12_scan.json > $OUT/12_scan.log 2>&1
 el "scan bench exit $?"
-timeout -k 5 95 python3 -m hybrid.bench model --device cuda --stacks mamba jamba --blocks M --backends $MODEL_B \
+timeout -k 5 80 python3 -m hybrid.bench model --device cuda --stacks mamba jamba --blocks M --backends $MODEL_B \
   --out $OUT/12_model.json > $OUT/12_model.log 2>&1
 el "model bench exit $?"
 left=$(( ${END_S:-200} - ($(date +%s) - T0) ))
