@@ -1,6 +1,6 @@
 #!/bin/bash
-# Issue 12, session 5's late device call (~200 s, at most ~215; run after `bash .whl/build_mamba_ssm.sh`, whose import is guarded:
-# without it, ours only), each step one process under its own timeout:
+# Issue 12, session 5's late device call (~200 s, at most ~215; run after `bash .whl/build_mamba_ssm.sh`, whose
+# import is guarded: without it, ours only), each step one process under its own timeout:
 #   0. the default's gradients checked against the fp32 reference on the GPU, bitwise repeatable (<= 45 s)
 #   1. python -m hybrid.bench scan: our scan (CONFIG's default) vs mamba-ssm's, block layout and contiguous, fwd and
 #      fwd+bwd, batch 8, dim 2048, N 16, bf16, L 1K, 4K, 16K, 64K (rows saved after each L: a timeout keeps the

@@ -39,8 +39,8 @@ def record_keys(keys: Counter):
 
     def counted_run(self, *args, grid, warmup, **kwargs):
         if self not in binders:
-            jit = JITFunction(self.fn, **{k: v for k, v in self.kwargs.items() if k in ("do_not_specialize",
-                                                                                      "do_not_specialize_on_alignment")})
+            spec_kw = ("do_not_specialize", "do_not_specialize_on_alignment")
+            jit = JITFunction(self.fn, **{k: v for k, v in self.kwargs.items() if k in spec_kw})
             binders[self] = create_function_from_signature(jit.signature, jit.params, backend)
         _, spec, options = binders[self](*args, **kwargs)
         keys[(f"{self.fn.__module__}.{self.fn.__name__}", compute_cache_key({}, spec, options))] += 1
