@@ -178,7 +178,7 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
                                                 ASM_SCAN=asm and bool(c["bwd_asm"] & 2),
                                                 ASM_FWD=asm and bool(c["bwd_asm"] & 4)))
                      if c["bwd_kernel"] else (_bwd_kernel, {}))
-    if c["bwd_maxnreg"]:
+    if c["bwd_maxnreg"] and _fast_exp(u):  # a ptxas option: NVIDIA builds only
         extra["maxnreg"] = c["bwd_maxnreg"]
     strides = (*u.stride(), *delta.stride(), *zz.stride(), *dy.stride(), *du.stride(), *A.stride(), *_bc_strides(B),
                *_bc_strides(C))
