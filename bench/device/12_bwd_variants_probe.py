@@ -8,7 +8,7 @@ repeatability. Padded channel blocks and odd shapes are the interpreter tests' (
     python3 bench/device/12_bwd_variants_probe.py OUT.json [--budget-s 110] [--lengths 1024 4096 16384 65536]
     python3 bench/device/12_bwd_variants_probe.py --warm NAME   # compile one variant (Triton's cache), then exit
     python3 bench/device/12_bwd_variants_probe.py --list        # the variants' names
-    TRITON_INTERPRET=1 python3 bench/device/12_bwd_variants_probe.py OUT.json --smoke --variants default rolled
+    TRITON_INTERPRET=1 python3 bench/device/12_bwd_variants_probe.py OUT.json --smoke --variants default seg1
         # the same code path on the CPU at toy shapes (a dry run of the script's logic; no timings worth reading)
 
 Rows (long format) to OUT.json after each measurement; a short table last.
