@@ -1,6 +1,6 @@
 #!/bin/bash
-# Issue 12: our scan's backward variants (bench/device/12_bwd_variants_probe.py's list; CONFIG keys: the kernel, its unroll,
-# prefetch, inline PTX, register cap, tiles, 16-bit partials, launches) against today's default and mamba-ssm's scan,
+# Issue 12: our scan's backward variants (bench/device/12_bwd_variants_probe.py's list; CONFIG keys: the kernel,
+# its unroll, prefetch, inline PTX, register cap, 16-bit partials, launches) against the default and mamba-ssm's scan,
 # side by side in one process: fwd+bwd ms and peak MiB at L = 1K, 4K, 16K (64K while the budget lasts), batch 8,
 # dim 2048, N 16, bf16, the block's layout; each variant's gradients checked against the fp32 reference on the GPU
 # first (a variant that fails is not timed). Run from the repo root with .whl carried (mamba-ssm built before it, if
