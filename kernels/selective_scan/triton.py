@@ -28,7 +28,7 @@ from hybrid.kernels.selective_scan.triton_bwd_rolled import _bwd_rolled_kernel
 # Tile shapes (README "Tiles"). chunk: steps per tile = steps between saved states (both kernels). *_block_d:
 # channels per program; *_warps: warps per program; bwd_segments: backward launches along the sequence (each holds
 # the dB/dC partials of its segment only: peak memory), 0: chosen by _n_segments (the fewest whose partials fit in
-# u's bytes); bwd_half_partials: 1 keeps the dB/dC partials of 16-bit B/C in their dtype (half the memory, so half
+# u's bytes); bwd_half_partials: 1 keeps the dB/dC partials of bf16 B/C in bf16 (half the memory, so half
 # the launches; 4-6% faster from 4K on the H100, dB/dC 2.9e-3 from fp32 vs 2.4e-3), 0 in fp32; bwd_sum_kb: partials
 # loaded at once by their fixed-order sum (1: one at a time, as before session 4).
 # bwd_kernel: 0 the backward with per-state register tables and the states loop unrolled (triton_kernels.py), 1 the
@@ -136,8 +136,9 @@ def _bwd(dy, dlast, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus,
     BD = c["bwd_block_d"]
     n_blk = _cdiv(dim, BD)
     b_sel, c_sel = B.dim() == 3, C.dim() == 3
-    half = (bool(c["bwd_half_partials"]) and b_sel and c_sel and B.dtype == C.dtype
-            and B.dtype in (torch.float16, torch.bfloat16))
+    # 16-bit partials for bf16 B and C only: fp16's range (a partial sums 8 channels, and fp16 training scales the
+    # gradients up to overflow on purpose) could turn a partial into inf where the whole sum is finite
+    half = bool(c["bwd_half_partials"]) and b_sel and c_sel and B.dtype == C.dtype == torch.bfloat16
     part_dtype = B.dtype if half else torch.float32
     # the sequence in segments of whole tiles, one launch each from the last: the dB/dC partials hold one segment
     # ([batch, n_blk, N, seg_len]), the state gradient at a segment's start feeds the segment before it

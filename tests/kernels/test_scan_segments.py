@@ -44,3 +44,33 @@ def test_config_checks_and_cache():
     a[0] = 999  # a caller's copy: the cached answer stays
     assert make_cfg(None, None)[0] == CONFIG["chunk"]
     assert torch.tensor(make_cfg(16, None))[0] == 16
+
+
+@pytest.mark.parametrize("dtype,expected", [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float32),
+                                            (torch.float32, torch.float32)])
+def test_partials_dtype_and_launches(dtype, expected, monkeypatch):
+    """With the default config the backward's dB/dC partials are bf16 only for bf16 B, C (fp16's range could overflow
+    in a partial), and it makes one backward and one sum launch per segment (kernels stubbed, meta tensors)."""
+    from hybrid.bench.scan_inputs import scan_inputs
+    from hybrid.kernels.selective_scan import triton as ours
+
+    calls = []
+
+    class Stub:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: calls.append((self.name, grid, args))
+
+    for name in ("_bwd_rolled_kernel", "_sum_partials_kernel"):
+        monkeypatch.setattr(ours, name, Stub(name))
+    x = {k: v.detach() for k, v in scan_inputs(8, 2048, 16, 1024, dtype, "meta", layout="block").items()}
+    states = torch.empty(8, 2048, 32, 16, device="meta")
+    ours._bwd(torch.empty_like(x["u"]), None, x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+              x["delta_bias"], states, True, make_cfg(None, None))
+    sums = [args for name, _, args in calls if name == "_sum_partials_kernel"]
+    n_seg = 8 if dtype == torch.float16 else 4  # fp32 partials of a 16-bit u: twice the launches
+    assert [name for name, _, _ in calls] == ["_bwd_rolled_kernel", "_sum_partials_kernel"] * n_seg
+    assert all(args[0].dtype == expected and args[2].dtype == expected for args in sums)  # dB's and dC's partials
+    assert all(grid[2] == 2 for name, grid, _ in calls if name == "_sum_partials_kernel")  # dB and dC: one launch

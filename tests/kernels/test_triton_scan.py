@@ -171,12 +171,12 @@ def test_half_dtypes(dtype):
     check(2, 5, 45, 16, dtype, 16)
 
 
-@pytest.mark.parametrize("dtype,half", [(torch.bfloat16, 1), (torch.float32, 1), (torch.bfloat16, 0)],
-                         ids=["bf16", "fp32", "bf16-fp32partials"])
+@pytest.mark.parametrize("dtype,half", [(torch.bfloat16, 1), (torch.float16, 1), (torch.float32, 1),
+                                        (torch.bfloat16, 0)], ids=["bf16", "fp16", "fp32", "bf16-fp32partials"])
 def test_half_partials(dtype, half):
-    """bwd_half_partials=1 (the default): dB/dC partials kept in B's 16-bit dtype (fp32 inputs keep fp32 partials),
-    0: fp32; every gradient still within the dtype's bound of float64 (L 63 over 4 backward segments, one launch for
-    the first, dim 11: two channel blocks)."""
+    """bwd_half_partials=1 (the default): dB/dC partials kept in bf16 for bf16 B, C (fp16 and fp32 inputs keep fp32
+    partials), 0: fp32; every gradient still within the dtype's bound of float64 (L 63 over 4 backward segments, then
+    one launch; dim 11: two channel blocks)."""
     check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=4))
     check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=1))
 
