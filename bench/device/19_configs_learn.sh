@@ -6,16 +6,18 @@
 # 0.70, megatron_ratio 0.40, mamba_small 0.27, all still rising; hybrid_small 1.000 at seed 0 but 0.18 at seed 1,
 # and 1.000 by step 250 at lr 1e-3). Evidence runs beside them:
 #   seeds:  hybrid_small and transformer_small at seed 1 with lr 1e-3 (is the lower rate safe for every seed?)
-#   steps:  mamba_small 3000 steps at lr 3e-3, megatron_ratio 2000 at lr 1e-3 (how many steps the Mamba-1-heavy
-#           stacks need; a longer cosine schedule, not the 1000-step run continued)
+#   steps:  mamba_small 3000 steps at lr 3e-3 (how many steps a pure Mamba-1 stack needs; a longer cosine schedule,
+#           not the 1000-step run continued)
 #   rate:   mamba_small at lr 1e-2 (Okpekpe & Orvieto 2025, arXiv 2508.19029: Mamba learns MQAR only in a narrow
 #           window of learning rates; on the CPU a pure MMMM at d_model 64 stayed on the 1/8 plateau for 1500 steps at
 #           1e-3 and 3e-3 and left it at 1e-2: 0.38 by step 900)
 #   state:  mamba_small with d_state 64 (Mamba-2's N here) at lr 3e-3, 1000 steps: does recall wait on the state size
 #           (Zoology: recall capacity grows with the recurrent state) or on optimisation?
+#   forms:  jamba_small without Jamba's dt/B/C norms and megatron_ratio with Mamba-1 (their session-4 forms, 0.70 and
+#           0.40 at 3e-3) at lr 1e-3: would the lower rate alone have done it?
 #   width:  mamba_small at d_model 256 with lr 1e-3, 1000 steps (Zoology: a recurrent model's recall needs width that
 #           grows with the number of pairs)
-# 23 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
+# 24 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
 # script ends within ~450 s). Results under $OUT:
 #   19_configs_learn.txt  the table: val accuracy at L64 at steps 250..3000, the first evaluated step >= 0.9, final
 #                         L64/L128/L256, the mean training loss of the last 50 steps, seconds
@@ -44,7 +46,8 @@ done
 train hybrid_small+lr1e-3+seed1 model=hybrid_small seed=1 lit.optimizer.lr=1e-3
 train transformer_small+lr1e-3+seed1 model=transformer_small seed=1 lit.optimizer.lr=1e-3
 train mamba_small+lr3e-3+3000steps model=mamba_small lit.optimizer.lr=3e-3 trainer.max_steps=3000
-train megatron_ratio+lr1e-3+2000steps model=megatron_ratio lit.optimizer.lr=1e-3 trainer.max_steps=2000
+train jamba_small+nodtbcnorm+lr1e-3 model=jamba_small model.blocks.M.dt_bc_norm=false lit.optimizer.lr=1e-3
+train megatron_ratio+mamba1+lr1e-3 model=megatron_ratio model.layout.mamba=M lit.optimizer.lr=1e-3
 train mamba_small+lr1e-2 model=mamba_small lit.optimizer.lr=1e-2
 train mamba_small+lr3e-3+dstate64 model=mamba_small lit.optimizer.lr=3e-3 model.blocks.M.d_state=64
 train mamba_small+lr1e-3+d256 model=mamba_small lit.optimizer.lr=1e-3 model.d_model=256
@@ -95,5 +98,5 @@ with open(out / "19_configs_learn.csv", "w", newline="") as f:
 PY
 echo "== defaults composed: $(cat "$ROOT/defaults.txt")"
 echo "== every model config on the default MQAR task at its defaults (name alone) and at lr $ALT, plus seed and"
-echo "   step evidence; 23 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
+echo "   step evidence; 24 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
 cat "$OUT/19_configs_learn.txt"
