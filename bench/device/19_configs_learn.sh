@@ -13,8 +13,8 @@
 #           1e-3 and 3e-3 and left it at 1e-2: 0.38 by step 900)
 #   state:  mamba_small with d_state 64 (Mamba-2's N here) at lr 3e-3, 1000 steps: does recall wait on the state size
 #           (Zoology: recall capacity grows with the recurrent state) or on optimisation?
-#   forms:  jamba_small without Jamba's dt/B/C norms and megatron_ratio with Mamba-1 (their session-4 forms, 0.70 and
-#           0.40 at 3e-3) at lr 1e-3: would the lower rate alone have done it?
+#   forms:  jamba_small without Jamba's dt/B/C norms (its session-4 form, 0.70 at 3e-3) at lr 1e-3: would the lower
+#           rate alone have done it? megatron_ratio filled with Mamba-2 (layout.mamba=S, as Megatron's allocator does)
 #   width:  mamba_small at d_model 256 with lr 1e-3, 1000 steps (Zoology: a recurrent model's recall needs width that
 #           grows with the number of pairs)
 # 24 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
@@ -47,7 +47,7 @@ train hybrid_small+lr1e-3+seed1 model=hybrid_small seed=1 lit.optimizer.lr=1e-3
 train transformer_small+lr1e-3+seed1 model=transformer_small seed=1 lit.optimizer.lr=1e-3
 train mamba_small+lr3e-3+3000steps model=mamba_small lit.optimizer.lr=3e-3 trainer.max_steps=3000
 train jamba_small+nodtbcnorm+lr1e-3 model=jamba_small model.blocks.M.dt_bc_norm=false lit.optimizer.lr=1e-3
-train megatron_ratio+mamba1+lr1e-3 model=megatron_ratio model.layout.mamba=M lit.optimizer.lr=1e-3
+train megatron_ratio+mamba2 model=megatron_ratio model.layout.mamba=S
 train mamba_small+lr1e-2 model=mamba_small lit.optimizer.lr=1e-2
 train mamba_small+lr3e-3+dstate64 model=mamba_small lit.optimizer.lr=3e-3 model.blocks.M.d_state=64
 train mamba_small+lr1e-3+d256 model=mamba_small lit.optimizer.lr=1e-3 model.d_model=256
