@@ -15,9 +15,11 @@
 #           (Zoology: recall capacity grows with the recurrent state) or on optimisation?
 #   forms:  jamba_small without Jamba's dt/B/C norms (its session-4 form, 0.70 at 3e-3) at lr 1e-3: would the lower
 #           rate alone have done it? megatron_ratio filled with Mamba-2 (layout.mamba=S, as Megatron's allocator does)
+#   norms:  mamba_small with Jamba's RMSNorms on dt, B, C (dt_bc_norm) at 3e-3 (on the CPU they moved MMMM d64 off the
+#           plateau where d_state 64 and a larger x_proj init did not)
 #   width:  mamba_small at d_model 256 with lr 1e-3, 1000 steps (Zoology: a recurrent model's recall needs width that
 #           grows with the number of pairs)
-# 24 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
+# 25 trainings side by side on one GPU, 1 CPU thread each, each cut at CONFIGS_LIMIT seconds (default 410; the whole
 # script ends within ~450 s). Results under $OUT:
 #   19_configs_learn.txt  the table: val accuracy at L64 at steps 250..3000, the first evaluated step >= 0.9, final
 #                         L64/L128/L256, the mean training loss of the last 50 steps, seconds
@@ -50,6 +52,7 @@ train jamba_small+nodtbcnorm+lr1e-3 model=jamba_small model.blocks.M.dt_bc_norm=
 train megatron_ratio+mamba2 model=megatron_ratio model.layout.mamba=S
 train mamba_small+lr1e-2 model=mamba_small lit.optimizer.lr=1e-2
 train mamba_small+lr3e-3+dstate64 model=mamba_small lit.optimizer.lr=3e-3 model.blocks.M.d_state=64
+train mamba_small+dtbcnorm model=mamba_small model.blocks.M.dt_bc_norm=true model.blocks.M.dt_bc_norm_eps=1e-5
 train mamba_small+lr1e-3+d256 model=mamba_small lit.optimizer.lr=1e-3 model.d_model=256
 wait
 python3 - "$ROOT" "$OUT" <<'PY'
@@ -98,5 +101,5 @@ with open(out / "19_configs_learn.csv", "w", newline="") as f:
 PY
 echo "== defaults composed: $(cat "$ROOT/defaults.txt")"
 echo "== every model config on the default MQAR task at its defaults (name alone) and at lr $ALT, plus seed and"
-echo "   step evidence; 24 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
+echo "   step evidence; 25 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
 cat "$OUT/19_configs_learn.txt"
