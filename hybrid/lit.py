@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 
@@ -128,7 +129,7 @@ class HybridLitModule(L.LightningModule):
         would hand it scaled gradients; bf16 has no scaler, so the gradients are true ones and clipping them is
         right. Under fp16 (a scaler) Lightning's refusal stands."""
         precision = self.trainer.precision_plugin
-        if (gradient_clip_val and getattr(optimizer, "_step_supports_amp_scaling", False)
+        if (gradient_clip_val and _optimizer_handles_unscaling(optimizer)  # Lightning's own test for its refusal
                 and isinstance(precision, MixedPrecision) and precision.scaler is None):
             Precision.clip_gradients(precision, optimizer, gradient_clip_val,
                                      GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
