@@ -6,6 +6,7 @@
 #   bash bench/device/15_gpu_profiles.sh start      launch every recipe detached (setsid), logs in /tmp/gp/
 #   bash bench/device/15_gpu_profiles.sh wait S     until every recipe has ended or S seconds passed; progress lines
 #   bash bench/device/15_gpu_profiles.sh stop       TERM then KILL what still runs (it resumes at the next start)
+#   bash bench/device/15_gpu_profiles.sh figures    draws the recipes that were stopped, from their completed points
 #   bash bench/device/15_gpu_profiles.sh pack DEST  records, tables, figures (no checkpoints) -> DEST.tgz + a summary
 # A recipe's wall time (start to its figure) is in /tmp/gp/<recipe>.wall when it ended inside one launch.
 RECIPES=${RECIPES:-"selective_copying induction_extrapolation mqar_vs_width attention_ratio niah_heatmap audio_selective_vs_lti"}
@@ -34,11 +35,16 @@ wait)
   done ;;
 stop)
   pkill -TERM -f "hybrid.reproduce|hybrid.train" ; sleep 8; pkill -KILL -f "hybrid.reproduce|hybrid.train|loky"; true ;;
+figures)  # after a stop: each recipe that did not end by itself drawn from the points that completed
+  for r in $RECIPES; do
+    grep -q "exit 0" $G/$r.wall 2>/dev/null || \
+      timeout 40 python3 -m hybrid.reproduce sweeps/$r.yaml profile=${PROFILE:-gpu} --figures-only >> $G/$r.log 2>&1
+  done ;;
 pack)
   for r in $RECIPES; do echo "== $r"; cat $G/$r.wall 2>/dev/null; grep -v "^\[" $G/$r.log 2>/dev/null | grep -v -i warn | tail -14; done > $G/summary.txt
   find multirun figures \( -name record.json -o -name result.json -o -name config.yaml -o -name metrics.csv \
     -o -name "summary*" -o -name "*.png" -o -name "*.md" -o -name "*.csv" -o -name sweep.json \) -print0 2>/dev/null \
     | tar czf "$2.tgz" --null -T - $G/summary.txt $G/*.log $G/*.wall 2>/dev/null
   cat $G/summary.txt ;;
-*) echo "usage: $0 start | wait S | stop | pack DEST"; exit 2 ;;
+*) echo "usage: $0 start | wait S | stop | figures | pack DEST"; exit 2 ;;
 esac

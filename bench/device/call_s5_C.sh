@@ -12,10 +12,7 @@ el "build rc: $(cat /tmp/build.rc 2>/dev/null || echo 'absent or running')"
 bash bench/device/15_gpu_profiles.sh start   # no-op for a recipe still running from call B
 bash bench/device/15_gpu_profiles.sh wait $(( ${TRAIN_S:-300} - ($(date +%s) - T0) ))
 bash bench/device/15_gpu_profiles.sh stop
-for r in selective_copying induction_extrapolation mqar_vs_width attention_ratio niah_heatmap audio_selective_vs_lti; do
-  grep -q "^exit" /tmp/gp/$r.wall 2>/dev/null && grep -q "exit 0" /tmp/gp/$r.wall || \
-    timeout 40 python3 -m hybrid.reproduce sweeps/$r.yaml profile=gpu --figures-only >> /tmp/gp/$r.log 2>&1
-done
+bash bench/device/15_gpu_profiles.sh figures
 bash bench/device/15_gpu_profiles.sh pack $OUT/c_recipes | tail -60
 tar czf $OUT/c_configs.tgz -C $R configs 2>/dev/null
 el "recipes packed"
