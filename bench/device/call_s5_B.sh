@@ -10,11 +10,12 @@ export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 R=/tmp/results; mkdir -p $R/configs
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-setsid nohup bash -c "nice -n 19 bash .whl/build_mamba_ssm.sh > $R/build_mamba_ssm.log 2>&1; echo \$? > /tmp/build.rc" \
+# on a machine still warm from an earlier call, what it started goes on: not started twice
+pgrep -f build_mamba_ssm > /dev/null || [ -f /tmp/build.rc ] || setsid nohup bash -c "nice -n 19 bash .whl/build_mamba_ssm.sh > $R/build_mamba_ssm.log 2>&1; echo \$? > /tmp/build.rc" \
   > /dev/null 2>&1 < /dev/null &
 bash bench/device/15_gpu_profiles.sh start
 el "recipes started"
-setsid nohup bash -c "CONFIGS_LIMIT=${CONFIGS_LIMIT:-500} OUT=$R/configs bash bench/device/19_configs_learn.sh \
+pgrep -f 19_configs_learn > /dev/null || [ -f $R/configs/done ] || setsid nohup bash -c "CONFIGS_LIMIT=${CONFIGS_LIMIT:-500} OUT=$R/configs bash bench/device/19_configs_learn.sh \
   > $R/configs/stdout.txt 2>&1; echo done > $R/configs/done" > /dev/null 2>&1 < /dev/null &
 bash bench/device/15_gpu_profiles.sh wait $(( ${B_S:-535} - ($(date +%s) - T0) ))
 el "packing what exists so far"
