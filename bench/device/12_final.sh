@@ -17,7 +17,7 @@ source .whl/setup_project.sh > /dev/null || exit 1
 export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total --format=csv,noheader
-if python3 -c "import selective_scan_cuda; from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+if python3 -c "import torch, selective_scan_cuda; from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel" > /dev/null 2>&1; then
   SCAN_P="ours mamba_ssm"; MODEL_B="triton mamba_ssm"; el "mamba-ssm imports: side by side"
 else
