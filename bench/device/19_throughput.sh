@@ -9,9 +9,11 @@
 #      k=4 when that plugin is importable here) -> $OUT/19_sweep.txt.
 source .whl/setup_project.sh || exit 1
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
-# PARTS (python parts: bare syncs train), SWEEP_KS (the k values of the sweep, e.g. "1 4 12"; "" skips it)
-timeout ${THROUGHPUT_S:-130} python3 bench/device/19_throughput.py "$OUT/19_throughput.jsonl" ${PARTS:-bare train} \
-  > "$OUT/19_throughput.log" 2>&1
+# PARTS (python parts: bare syncs train; "none" skips them), SWEEP_KS (the k values of the sweep, e.g. "1 4 12"; ""
+# skips it)
+[ "${PARTS:-}" = none ] || timeout ${THROUGHPUT_S:-130} python3 bench/device/19_throughput.py "$OUT/19_throughput.jsonl" \
+  ${PARTS:-bare train} > "$OUT/19_throughput.log" 2>&1
+touch "$OUT/19_throughput.jsonl"
 
 sweep() {  # sweep K LIMIT: 12 points, K multiruns at once, each killed after LIMIT seconds; prints the wall time
   local k=$1 dir="$SWEEP_ROOT/k$1" start j
