@@ -23,10 +23,15 @@ from hybrid.kernels.ssd.reference import _finish, process_dt
 
 BLOCK = 64  # positions per row/column block inside a chunk (at least 16, for tl.dot)
 BPS = 16  # state rows per program of the state passing (P = 64: 4 programs per (batch, head))
+# head_dim and N tiles: at least 64 wide. A 32-wide bf16 tile is a 64-byte row, which Triton lays out for Hopper's
+# wgmma with a 64-byte swizzle; at head_dim 32 (mamba2_small, nemotron_h_small) those kernels crashed an H200 with an
+# illegal memory access (Triton 3.6) although every global load and store is inside its tensor (the interpreter's
+# bounds check, tests/kernels/test_triton_ssd.py). 64-wide tiles get the 128-byte layout of the shapes that ran.
+FEATURE_TILE = 64
 
 
-def _pow2(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
+def _pow2(n: int, least: int = 16) -> int:
+    return max(least, triton.next_power_of_2(n))
 
 
 @triton.jit
@@ -227,7 +232,7 @@ def _sizes(x, B, Q):
     batch, L, H, P = x.shape
     G, N = B.shape[2:]
     bi = min(BLOCK, _pow2(Q))
-    return batch, L, H, P, G, N, L // Q, bi, _pow2(P), _pow2(N)
+    return batch, L, H, P, G, N, L // Q, bi, _pow2(P, FEATURE_TILE), _pow2(N, FEATURE_TILE)
 
 
 def _chunk_outer(u, v, dt, acs, acs_lo, Q, state: bool, lowp: int):
