@@ -6,7 +6,6 @@ Mamba-2's SSD side by side in one process, forward ("fwd", inputs requiring grad
 
     ours:reference   hybrid.kernels.ssd's chunked PyTorch form (autograd)
     ours:triton      our Triton SSD (kernels/ssd/triton.py), CUDA only
-    ours:triton_v1   session 4's Triton SSD (kernels/ssd/triton_v1.py, while it is kept), CUDA only
     mamba_ssm        mamba-ssm's Triton SSD (mamba_chunk_scan_combined), where installed
     scan:mamba1      our Mamba-1 selective scan (backend auto) over the same width, N 16 (Mamba-1's state size)
     attention        SDPA causal attention of the same width (heads of 128)
@@ -68,15 +67,6 @@ def mamba1_inputs(batch, L, dim, N, dtype, device, seed=0) -> dict:
                 B=rand(batch, N, L), C=rand(batch, N, L), D=rand(dim, dt=torch.float32))
 
 
-def _triton_v1(x, opts):
-    from hybrid.kernels.ssd import interface
-    interface.TRITON_KERNELS, old = "v1", interface.TRITON_KERNELS
-    try:
-        return interface.ssd(**x, **opts, backend="triton")
-    finally:
-        interface.TRITON_KERNELS = old
-
-
 def ssd_providers(device: str, chunk: int, keep=None) -> dict:
     """name -> f(ssd inputs) -> y, for the SSD implementations that can run on `device` (and whose names start with
     a word of `keep`, where given)."""
@@ -86,8 +76,6 @@ def ssd_providers(device: str, chunk: int, keep=None) -> dict:
     out = {"ours:reference": lambda x: ssd(**x, **opts, backend="reference")}
     if device == "cuda":
         out["ours:triton"] = lambda x: ssd(**x, **opts, backend="triton")
-        if importlib.util.find_spec("hybrid.kernels.ssd.triton_v1") is not None:
-            out["ours:triton_v1"] = lambda x: _triton_v1(x, opts)
     if device == "cuda":
         try:
             from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined

@@ -12,30 +12,17 @@ import torch
 from hybrid.bench.harness import safe_measure
 
 SHAPES = {"cuda": dict(batch=8, L=2048, d_model=1024, dtype=torch.bfloat16,
-                       backends=("triton", "triton fused_norm", "triton_v1")),
+                       backends=("triton", "triton fused_norm")),
           "cpu": dict(batch=1, L=128, d_model=64, dtype=torch.float32, backends=("reference",))}
 
 
 def _ours(d_model, backend, opts):
     """Our S block with SSD backend `backend`; "triton fused_norm": with the fused gated RMSNorm too
-    (norm_backend="triton"); "triton_v1": session 4's SSD kernels."""
+    (norm_backend="triton")."""
     from hybrid.blocks.mamba2 import Mamba2
-    from hybrid.kernels.ssd import interface
     if backend == "triton fused_norm":
         return Mamba2(d_model, ssd_backend="triton", norm_backend="triton", **opts)
-    if backend != "triton_v1":
-        return Mamba2(d_model, ssd_backend=backend, **opts)
-    block = Mamba2(d_model, ssd_backend="triton", **opts)
-    inner = block.forward
-
-    def forward(*args, **kw):  # session 4's kernels for this block only
-        interface.TRITON_KERNELS, old = "v1", interface.TRITON_KERNELS
-        try:
-            return inner(*args, **kw)
-        finally:
-            interface.TRITON_KERNELS = old
-    block.forward = forward
-    return block
+    return Mamba2(d_model, ssd_backend=backend, **opts)
 
 
 def block_rows(device: str, d_model: int | None = None) -> list[dict]:

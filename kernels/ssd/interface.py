@@ -25,9 +25,6 @@ BACKENDS = ("auto", "reference", "sequential", "triton", "mamba_ssm")
 _usage = BackendUsage("ssd", log)
 backends_used = _usage.used  # the SSD backends that ran since reset_backends_used() (run records)
 reset_backends_used = _usage.reset  # a run calls this when it starts, so its record lists only its own
-# which Triton kernels backend 'triton' runs: "v2" (triton.py) or "v1" (session 4's, triton_v1.py, kept only until one
-# GPU call has timed both side by side); the environment variable HYBRID_SSD_TRITON sets it, the bench flips it
-TRITON_KERNELS = os.environ.get("HYBRID_SSD_TRITON", "v2")
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -120,12 +117,7 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_softplus=Fa
     if name == "reference":
         return ssd_chunked(x, dt, A, B, C, chunk_size, **kwargs)
     if name == "triton":
-        if TRITON_KERNELS not in ("v1", "v2"):
-            raise ValueError(f"HYBRID_SSD_TRITON={TRITON_KERNELS!r}; allowed: v1, v2")
-        if TRITON_KERNELS == "v1":
-            from hybrid.kernels.ssd.triton_v1 import ssd_triton
-        else:
-            from hybrid.kernels.ssd.triton import ssd_triton
+        from hybrid.kernels.ssd.triton import ssd_triton
         return ssd_triton(x, dt, A, B, C, chunk_size, **kwargs)
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
     return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, **kwargs)

@@ -26,7 +26,8 @@ BPS = 16  # state rows per program of the state passing (P = 64: 4 programs per 
 # head_dim and N tiles: at least 64 wide. A 32-wide bf16 tile is a 64-byte row, which Triton lays out for Hopper's
 # wgmma with a 64-byte swizzle; at head_dim 32 (mamba2_small, nemotron_h_small) those kernels crashed an H200 with an
 # illegal memory access (Triton 3.6) although every global load and store is inside its tensor (the interpreter's
-# bounds check, tests/kernels/test_triton_ssd.py). 64-wide tiles get the 128-byte layout of the shapes that ran.
+# bounds check, tests/kernels/test_triton_ssd.py): the suspected cause (README.md). 64-wide tiles get the 128-byte
+# layout of the shapes that ran.
 FEATURE_TILE = 64
 
 
