@@ -70,7 +70,7 @@ def _regions(named):
 @contextlib.contextmanager
 def bounds_checked():
     """Within it, every interpreted load/store/atomic of a masked-in address outside the kernel's tensor arguments
-    raises OutOfBounds (an AssertionError). Needs TRITON_INTERPRET=1 when the kernels were defined."""
+    raises OutOfBounds (an AssertionError). Needs TRITON_INTERPRET=1 from before triton is first imported."""
     builder, executor = interpreter.InterpreterBuilder, interpreter.GridExecutor
     saved = {name: getattr(builder, name) for name in ("create_masked_load", "create_masked_store",
                                                         "create_atomic_rmw", "create_atomic_cas")}
