@@ -9,7 +9,7 @@
 #  3. mamba-ssm's CUDA extension built at nice 19, for call B's side-by-side benches
 source .whl/setup_project.sh > /dev/null || exit 1
 export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
-export RECIPES=${RECIPES:-"mqar_vs_width induction_extrapolation niah_heatmap"}
+export RECIPES=${RECIPES:-"mqar_vs_width induction_extrapolation niah_heatmap"} N_MAX=${N_MAX:-18}  # every point at once (~1.3 GB host memory each)
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 R=/tmp/results; mkdir -p $R/configs $R/i14
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader

@@ -8,7 +8,7 @@
 #     - issue 14: the S block beside mamba-ssm's Mamba2 and the per-kernel stages (cut at 40 s in session 6)
 source .whl/setup_project.sh > /dev/null || exit 1
 export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
-export RECIPES=${RECIPES:-"mqar_vs_width induction_extrapolation niah_heatmap"}
+export RECIPES=${RECIPES:-"mqar_vs_width induction_extrapolation niah_heatmap"} N_MAX=${N_MAX:-18}  # every point at once (~1.3 GB host memory each)
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 left() { echo $(( ${END_S:-570} - ($(date +%s) - T0) )); }
 R=/tmp/results; mkdir -p $R/i12 $R/i19 $R/i14
