@@ -2,7 +2,9 @@
 
 A run is named by the overrides that make it (as Hydra's `override_dirname` joins them: the overrides whose keys
 are not excluded, sorted, joined by `,`), or `default` when there are none. The name is derived from the
-command, not the clock, so re-running a command finds its run directory (and its checkpoint) again.
+command, not the clock, so re-running a command finds its run directory (and its checkpoint) again. A name over
+MAX_NAME bytes keeps its start and ends in a hash of the whole (`python -m hybrid.train` with many overrides failed
+with 'File name too long').
 
 Who calls `run_name`:
   conf/train.yaml    hydra.run.dir = runs/${run_name:${hydra:job.override_dirname}}, and hydra.sweep.subdir
@@ -11,6 +13,7 @@ Who calls `run_name`:
 `sweep_name` names a plain multirun's sweep directory from its overrides the same way, so that two different
 sweeps do not share one directory (and one summary).
 """
+import hashlib
 import itertools
 from pathlib import Path
 
@@ -20,11 +23,18 @@ from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 DEFAULT = "default"
+MAX_NAME = 200  # bytes of a run directory's name
 
 
 def run_name(override_dirname: str) -> str:
-    """The run directory's name from Hydra's override_dirname: the overrides, or "default" when there are none."""
-    return override_dirname or DEFAULT
+    """The run directory's name from Hydra's override_dirname: the overrides, or "default" when there are none.
+    A name longer than MAX_NAME bytes (file systems refuse components over 255) keeps its start and ends in a hash
+    of the whole, so that it stays unique and the same command still finds its run directory."""
+    name = override_dirname or DEFAULT
+    if len(name.encode()) <= MAX_NAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+    return name.encode()[:MAX_NAME - len(digest) - 1].decode(errors="ignore") + "-" + digest
 
 
 def override_dirname(lines: list[str], exclude_keys: set[str], item_sep: str = ",", kv_sep: str = "=") -> str:
