@@ -1,5 +1,6 @@
 #!/bin/bash
-# Session 5, device call B (coordinator), <= 570 s, the first of two back-to-back calls on one warm machine:
+# Device call B of session 5 (coordinator), <= 570 s, the first of two back-to-back calls on one warm machine (also
+# the body of call_s7_A.sh after its SSD check; RECIPES, CONFIGS_SET, CONFIGS_LIMIT and B_S from the environment):
 #  - issue 15: the six findings' gpu profiles, every point at once, detached (bench/device/15_gpu_profiles.sh start);
 #    they go on into call C if the machine keeps them (else call C resumes them from their checkpoints);
 #  - issue 19 item 6: every model config on MQAR (bench/device/19_configs_learn.sh), beside them;

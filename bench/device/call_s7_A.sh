@@ -11,22 +11,13 @@ source .whl/setup_project.sh > /dev/null || exit 1
 export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
 export RECIPES=${RECIPES:-"mqar_vs_width induction_extrapolation niah_heatmap"} N_MAX=${N_MAX:-18}  # every point at once (~1.3 GB host memory each)
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
-R=/tmp/results; mkdir -p $R/configs $R/i14
+mkdir -p $OUT/i14
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-pgrep -f build_mamba_ssm > /dev/null || [ -f /tmp/build.rc ] || setsid nohup bash -c "nice -n 19 bash .whl/build_mamba_ssm.sh \
-  > $R/build_mamba_ssm.log 2>&1; echo \$? > /tmp/build.rc" > /dev/null 2>&1 < /dev/null &
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_triton_ssd.py -k "s_block or deterministic" \
-  > $R/i14/s_block_tests.txt 2>&1; el "S-block tests on the GPU: exit $?"; tail -3 $R/i14/s_block_tests.txt
+  > $OUT/i14/s_block_tests.txt 2>&1; el "S-block tests on the GPU: exit $?"; tail -3 $OUT/i14/s_block_tests.txt
 timeout 60 python3 -m hybrid.train model=mamba2_small task=mqar trainer.max_steps=100 trainer.val_check_interval=100 \
-  trainer.enable_progress_bar=false run_dir=$R/i14/mamba2_small_100 > $R/i14/mamba2_small_100.log 2>&1
-el "mamba2_small 100 steps: exit $?"; grep -E "val/acc_L64|error" $R/i14/mamba2_small_100.log | tail -2
-bash bench/device/15_gpu_profiles.sh start
-pgrep -f 19_configs_learn > /dev/null || [ -f $R/configs/done ] || setsid nohup bash -c "CONFIGS_SET=defaults \
-  CONFIGS_LIMIT=${CONFIGS_LIMIT:-420} OUT=$R/configs bash bench/device/19_configs_learn.sh > $R/configs/stdout.txt 2>&1; \
-  echo done > $R/configs/done" > /dev/null 2>&1 < /dev/null &
-bash bench/device/15_gpu_profiles.sh wait $(( ${A_S:-540} - ($(date +%s) - T0) ))
-el "packing what exists so far"; uptime; echo "build rc: $(cat /tmp/build.rc 2>/dev/null || echo running)"
-bash bench/device/15_gpu_profiles.sh pack $OUT/a_recipes > /dev/null
-tar czf $OUT/a_i14_configs.tgz -C $R i14 configs 2>/dev/null
-tail -14 $R/configs/stdout.txt
-el done
+  trainer.enable_progress_bar=false run_dir=/tmp/mamba2_small_100 > $OUT/i14/mamba2_small_100.log 2>&1
+el "mamba2_small 100 steps: exit $?"; grep -E "val/acc_L64|error" $OUT/i14/mamba2_small_100.log | tail -2
+# 1-3: session 5's call B does them (recipes and configs detached, the build at nice 19, then packs what exists)
+CONFIGS_SET=defaults CONFIGS_LIMIT=${CONFIGS_LIMIT:-420} B_S=$(( ${A_S:-540} - ($(date +%s) - T0) )) \
+  bash bench/device/call_s5_B.sh
