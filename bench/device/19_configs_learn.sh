@@ -107,6 +107,6 @@ with open(out / "19_configs_learn.csv", "w", newline="") as f:
 (out / "19_configs_tails.log").write_text("\n".join(tails) + "\n")
 PY
 echo "== defaults composed: $(cat "$ROOT/defaults.txt")"
-echo "== every model config on the default MQAR task at its defaults (name alone) and at lr $ALT, plus seed and"
-echo "   step evidence; 25 runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
+echo "== every model config on the default MQAR task at its defaults (name alone), and the evidence runs of"
+echo "   CONFIGS_SET=${CONFIGS_SET:-all}; $(ls -d "$ROOT"/*/ | wc -l) runs side by side; @N: val acc L64 at step N; >=0.9: first evaluated step at or above 0.9:"
 cat "$OUT/19_configs_learn.txt"
