@@ -72,6 +72,7 @@ def compile_sm90(fn, args, kw):
 
     num_warps = kw.pop("num_warps", 4)
     maxnreg = kw.pop("maxnreg", None)
+    num_stages = kw.pop("num_stages", 3)  # Triton's default
     names = fn.arg_names
     plain = {p.name for p in fn.params if p.do_not_specialize}  # the kernel's do_not_specialize
     sig, const, attrs = {}, {}, {}
@@ -92,7 +93,8 @@ def compile_sm90(fn, args, kw):
             if v % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn, sig, const, attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=maxnreg))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=num_stages,
+                                                                                  maxnreg=maxnreg))
 
 
 def counts(k) -> dict:

@@ -29,6 +29,25 @@ BPS = 16  # state rows per program of the state passing (P = 64: 4 programs per 
 # bounds check, tests/kernels/test_triton_ssd.py): the suspected cause (README.md). 64-wide tiles get the 128-byte
 # layout of the shapes that ran.
 FEATURE_TILE = 64
+# num_warps and num_stages per kernel, timed on an H200 (Triton 3.6) at the bench's shape (bf16, L 16384, 32 heads x
+# 64, N 128, chunk 256; bench/results/ssd_tune_probe_h200_s7.json). Fixed rather than autotuned: a choice made by
+# timing at run time could differ between two runs, and the results with it (num_warps changes reduction orders).
+# One pipeline stage for the two kernels that loop over a chunk's blocks building a [BI, BI] decay in registers
+# (_chunk_out_fwd 3.29 -> 1.87 ms, _dx 3.51 -> 2.24 ms: deeper pipelines only add shared memory and cost occupancy);
+# 4 warps for the backward's per-group kernels (_dcb 2.90 -> 2.26, _dc 0.78 -> 0.60, _db 0.64 -> 0.51 ms from 8
+# warps, though Triton 3.9 spills 8-64 bytes there). The rest are at Triton's defaults (4 warps, 3 stages), which timed
+# within 2.5 % of the best.
+LAUNCH = {
+    "chunk_outer": dict(num_warps=4, num_stages=3),
+    "state_pass_fwd": dict(num_warps=4, num_stages=3),
+    "cb": dict(num_warps=4, num_stages=3),
+    "chunk_out_fwd": dict(num_warps=4, num_stages=1),
+    "state_pass_bwd": dict(num_warps=4, num_stages=3),
+    "dcb": dict(num_warps=4, num_stages=3),
+    "dc": dict(num_warps=4, num_stages=3),
+    "db": dict(num_warps=4, num_stages=3),
+    "dx": dict(num_warps=4, num_stages=1),
+}
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -243,7 +262,7 @@ def _chunk_outer(u, v, dt, acs, acs_lo, Q, state: bool, lowp: int):
     _chunk_outer_kernel[(batch * H, n_chunks)](
         u, v, dt, acs, acs_lo, out, L, H, H // G, P, N, Q, u.stride(0), u.stride(1), u.stride(2),
         v.stride(0), v.stride(1), v.stride(2), dt.stride(0), dt.stride(1),
-        STATE=state, BK=bi, BP=bp, BN=bn, LOWP=lowp)
+        STATE=state, BK=bi, BP=bp, BN=bn, LOWP=lowp, **LAUNCH["chunk_outer"])
     return out
 
 
@@ -256,17 +275,19 @@ def ssd_core_forward(x, dt, acs, acs_lo, B, C, D, h0, Q):
     HS = torch.empty_like(S)
     HT = torch.empty(batch, H, P, N, device=x.device, dtype=torch.float32)
     _state_pass_fwd_kernel[(batch * H, triton.cdiv(P, BPS))](S, acs, h0 if h0 is not None else HT, HS, HT, L, H, P,
-                                                             N, Q, HAS_H0=h0 is not None, BPS=BPS, BN=bn)
+                                                             N, Q, HAS_H0=h0 is not None, BPS=BPS, BN=bn,
+                                                             **LAUNCH["state_pass_fwd"])
     nblk = triton.cdiv(Q, bi)
     CB = torch.empty(batch, n_chunks, G, Q, Q, device=x.device, dtype=torch.float32)
     _cb_kernel[(nblk * nblk * G, n_chunks, batch)](B, C, CB, L, G, N, Q, nblk, B.stride(0), B.stride(1), B.stride(2),
-                                                   BI=bi, BN=bn, LOWP=_lowp(x))
+                                                   BI=bi, BN=bn, LOWP=_lowp(x), **LAUNCH["cb"])
     y = torch.empty_like(x)
     assert y.stride() == x.stride(), "x must be contiguous"
     _chunk_out_fwd_kernel[(nblk * H, n_chunks, batch)](
         x, dt, acs, acs_lo, C, CB, HS, D if D is not None else x, y, L, H, H // G, P, N, Q, nblk, x.stride(0),
         x.stride(1), x.stride(2), B.stride(0), B.stride(1), B.stride(2), dt.stride(0), dt.stride(1), BI=bi, BP=bp,
-        BN=bn, LOWP=_lowp(x), HAS_D=D is not None, D_CH=D is not None and D.dim() == 2)
+        BN=bn, LOWP=_lowp(x), HAS_D=D is not None, D_CH=D is not None and D.dim() == 2,
+        **LAUNCH["chunk_out_fwd"])
     return y, HT, HS
 
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from hybrid.kernels.ssd.triton import BPS, _chunk_outer, _dot, _lowp, _seg, _sizes, _state_pass_bwd_kernel
+from hybrid.kernels.ssd.triton import BPS, LAUNCH, _chunk_outer, _dot, _lowp, _seg, _sizes, _state_pass_bwd_kernel
 
 _DOT_DTYPE = {0: torch.float32, 1: torch.bfloat16, 2: torch.float16}  # what _dot multiplies in, per LOWP
 
@@ -239,24 +239,25 @@ def ssd_core_backward(x, dt, acs, acs_lo, B, C, D, HS, dy, dhT, Q, T):
     n_pb = triton.cdiv(P, BPS)
     ddecay = torch.empty(batch, H, n_chunks, n_pb, **f32)
     _state_pass_bwd_kernel[(batch * H, n_pb)](Gs, acs, HS, dhT if dhT is not None else dh0, dS, ddecay, dh0,
-                                              L, H, P, N, Q, HAS_DHT=dhT is not None, BPS=BPS, BN=bn)
+                                              L, H, P, N, Q, HAS_DHT=dhT is not None, BPS=BPS, BN=bn,
+                                              **LAUNCH["state_pass_bwd"])
     del Gs
     ddecay = ddecay.sum(-1)  # [b, h, n_chunks]: the row blocks' shares in a fixed order
     strides = (x.stride(0), x.stride(1), x.stride(2), B.stride(0), B.stride(1), B.stride(2))
-    tiles = dict(BI=bi, BP=bp, BN=bn, LOWP=lowp)  # 8 warps where [BI, N] fp32 tiles would spill with 4 (sm_90)
+    tiles = dict(BI=bi, BP=bp, BN=bn, LOWP=lowp)
     dCB, CB = torch.empty(batch, n_chunks, G, Q, Q, **f32), torch.empty(batch, n_chunks, G, Q, Q, **f32)
     rowp, colp = torch.zeros(batch, H, nblk, L, **f32), torch.zeros(batch, H, nblk, L, **f32)
     diag = torch.zeros(batch, H, L, **f32)
     _dcb_kernel[(nblk * nblk * G, n_chunks, batch)](x, dt, acs, acs_lo, B, C, dy, dCB, CB, rowp, colp, diag,
                                                     L, H, H // G, P, N, Q, nblk, *strides, dt.stride(0),
-                                                    dt.stride(1), **tiles, num_warps=8)
+                                                    dt.stride(1), **tiles, **LAUNCH["dcb"])
     dC, dB = torch.empty(batch, L, G, N, **f32), torch.empty(batch, L, G, N, **f32)
     dacs_state, share, slast = (torch.empty(batch, H, L, **f32) for _ in range(3))
     _dc_kernel[(nblk * G, n_chunks, batch)](acs, B, C, HS, dy, dCB, dC, dacs_state, L, H, H // G, P, N, Q, nblk,
-                                            *strides, dC.stride(0), dC.stride(1), dC.stride(2), **tiles, num_warps=8)
+                                            *strides, dC.stride(0), dC.stride(1), dC.stride(2), **tiles, **LAUNCH["dc"])
     _db_kernel[(nblk * G, n_chunks, batch)](x, dt, acs, acs_lo, B, C, dS, dCB, dB, share, slast, L, T, H, H // G,
                                             P, N, Q, nblk, *strides, dt.stride(0), dt.stride(1), dB.stride(0),
-                                            dB.stride(1), dB.stride(2), **tiles, num_warps=8)
+                                            dB.stride(1), dB.stride(2), **tiles, **LAUNCH["db"])
     del dCB
     dx = torch.empty_like(x)  # written in x's dtype
     assert dx.stride() == dy.stride(), "x and dy must be contiguous"
@@ -264,7 +265,7 @@ def ssd_core_backward(x, dt, acs, acs_lo, B, C, D, HS, dy, dhT, Q, T):
     _dx_kernel[(nblk * H, n_chunks, batch)](x, dt, acs, acs_lo, B, CB, dS, dy, D if D is not None else x, dx,
                                             ddp if D is not None else dx, L, H, H // G, P, N, Q, nblk, *strides,
                                             dt.stride(0), dt.stride(1), **tiles, HAS_D=D is not None,
-                                            D_CH=D is not None and D.dim() == 2)
+                                            D_CH=D is not None and D.dim() == 2, **LAUNCH["dx"])
     dD = None if D is None else ddp.sum((0, 2, 3)).reshape(D.shape) if D.dim() == 2 else ddp.sum((0, 2, 3, 4))
     col = colp.sum(2)  # [b, h, L]: the block pairs' shares in a fixed order
     ddt = share + col + diag
