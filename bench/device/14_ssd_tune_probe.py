@@ -1,8 +1,8 @@
 """Device probe (session 7): per-kernel time of our SSD at the bench's shape (L 16384, batch 8, 32 x 64, N 128,
 chunk 256, bf16, fwd+bwd) under other num_warps / num_stages, by wrapping the module's kernel objects."""
-import itertools, json, os, sys, time
+import importlib, json, os, time
 import torch
-import importlib
+from hybrid.bench.ssd_stages import _kernel_times
 F = importlib.import_module("hybrid.kernels.ssd.triton")  # `import a.b as` would find the ssd function
 Bw = importlib.import_module("hybrid.kernels.ssd.triton_bwd")
 from hybrid.kernels import ssd
@@ -46,10 +46,7 @@ for w, s in [(4, 3), (8, 3), (4, 2), (8, 2), (4, 1), (8, 1), (4, 4), (8, 4)][:in
             torch.cuda.synchronize()
     except Exception as e:
         print(f"w{w} s{s}: {type(e).__name__} {str(e)[:100]}"); continue
-    t = {}
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            t[e.name] = t.get(e.name, 0) + e.time_range.elapsed_us() / 3e3
+    t = {k: us / 1e3 for k, us in _kernel_times(prof, "cuda", 3).items()}  # the stage bench's per-kernel sums, in ms
     row = dict(warps=w, stages=s, **{k: round(t.get(k, float("nan")), 3) for _, k in KERNELS}, total=round(sum(t.values()), 3))
     print(row, flush=True); out.append(row)
 json.dump(out, open(os.path.join(os.environ.get("OUT", "."), f"ssd_tune_probe{os.environ.get('SET', '')}.json"), "w"), indent=1)
