@@ -7,8 +7,8 @@ The core computed here, per (batch, head), with `acs` the cumulative sum of dt *
 Forward: chunk states (the same kernel gives the backward's sum_i exp(acs_i) dy_i C_i^T), state passing (the only
 loop over chunks; its reverse in the backward), C_i . B_j once per group, and the chunk output with D x, written in
 x's dtype. The backward's four chunk kernels are in triton_bwd.py (dCB per group; dC and dB per group, looping over
-the group's heads; dx per head). The elementwise parts (dt bias/softplus/clamp, the cumulative sum of dt * A, the z
-gate) stay in PyTorch around them, differentiated by autograd. Sums over a group's heads run inside one program; sums
+the group's heads; dx per head). dt's bias/softplus/clamp and the cumulative sum of dt * A are one kernel each way
+(dt_decays.py); the z gate stays in PyTorch, differentiated by autograd. Sums over a group's heads run inside one program; sums
 over block pairs and state rows are written per program and reduced by torch in a fixed order: no atomics, bitwise
 repeatable.
 """
@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from hybrid.kernels.ssd.reference import _finish, process_dt
+from hybrid.kernels.ssd.dt_decays import DtDecays
+from hybrid.kernels.ssd.reference import _finish
 
 BLOCK = 64  # positions per row/column block inside a chunk (at least 16, for tl.dot)
 BPS = 16  # state rows per program of the state passing (P = 64: 4 programs per (batch, head))
@@ -327,22 +328,15 @@ def ssd_triton(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, dt_soft
     batch, L, heads, head_dim = x.shape
     Q = chunk_size
     pad = (-L) % Q
-    dts = process_dt(dt, dt_bias, dt_softplus, dt_limit, torch.float32)  # [b, L, h]
+    # dt's bias, softplus and clamp and the log decay from each chunk's start (fp64 sums handed over as two floats:
+    # acs, through which the gradient flows, and acs_lo, what fp32 rounded off; see _seg), fused: dt_decays.py
+    dts, acs, acs_lo = DtDecays.apply(dt, A, dt_bias, dt_softplus, dt_limit, Q, L + pad)  # [b, Lp, h], [b, h, Lp] x2
     xs, Bs, Cs = x, B, C
-    if pad:  # dt = 0 past L: no decay, no input, so the final state is the state at step L
+    if pad:  # dt = 0 past L (dts above): no decay, no input, so the final state is the state at step L
         xs, Bs, Cs = (torch.nn.functional.pad(t, (0, 0, 0, 0, 0, pad)) for t in (x, B, C))
-        dts = torch.nn.functional.pad(dts, (0, 0, 0, pad))
-    n_chunks = (L + pad) // Q
-    # the log decay from each chunk's start, summed in fp64 and handed over as two floats: acs (the gradient flows
-    # through it) and acs_lo, what fp32 rounded off (see _seg)
-    acs64 = (dts.double() * A.double()).view(batch, n_chunks, Q, heads).cumsum(2)  # [b, c, Q, h]
-    acs64 = acs64.permute(0, 3, 1, 2).reshape(batch, heads, L + pad)
-    acs = acs64.float()
-    acs_lo = (acs64.detach() - acs.detach().double()).float()
     h0 = None if initial_states is None else initial_states.float().contiguous()
     Df = None if D is None else D.float().contiguous()  # its gradient comes back in fp32, autograd casts it to D's
-    y, hT = _SSDCore.apply(xs.contiguous(), dts.contiguous(), acs.contiguous(), acs_lo.contiguous(), Bs.contiguous(),
-                           Cs.contiguous(), Df, h0, Q, L)
+    y, hT = _SSDCore.apply(xs.contiguous(), dts, acs, acs_lo, Bs.contiguous(), Cs.contiguous(), Df, h0, Q, L)
     y = y[:, :L]
     if z is not None:  # the gate in fp32 on y (already in x's dtype: one rounding more for 16-bit inputs)
         y = _finish(y.float(), None, None, z, torch.float32).to(x.dtype)
