@@ -5,7 +5,7 @@
 #     block vs Mamba2, Triton SSD tests on the GPU) -> $OUT/ssd/
 #  2. issue 15/19/14: the gpu profiles of text_attention_ratio, induction_extrapolation and mamba2_mqar, every point
 #     at once, detached (bench/device/15_gpu_profiles.sh start): they go on into call B (46 points)
-#  3. the fused gated RMSNorm's tests on the GPU, beside them
+#  3. the fused gated RMSNorm and dt_decays tests on the GPU, beside them
 # Results so far: $OUT/ssd/, $OUT/a_recipes.tgz, $OUT/norm_tests.txt, progress printed.
 source .whl/setup_project.sh > /dev/null || exit 1
 export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
@@ -17,8 +17,8 @@ CHECK_S=60 BENCH_S=120 STAGES_S=60 TESTS_S=40 OUT=$OUT/ssd bash bench/device/14_
 el "SSD measured"
 bash bench/device/15_gpu_profiles.sh start
 el "recipes started"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_ssd_gated_rmsnorm.py \
-  > $OUT/norm_tests.txt 2>&1; el "gated RMSNorm tests on the GPU: exit $?"; tail -2 $OUT/norm_tests.txt
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/kernels/test_ssd_gated_rmsnorm.py tests/kernels/test_ssd_dt_decays.py \
+  > $OUT/norm_tests.txt 2>&1; el "gated RMSNorm + dt decays tests on the GPU: exit $?"; tail -2 $OUT/norm_tests.txt
 bash bench/device/15_gpu_profiles.sh wait $(( ${A_S:-540} - ($(date +%s) - T0) ))
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
 uptime; free -g | head -2
