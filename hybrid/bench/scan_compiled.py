@@ -61,7 +61,7 @@ def _launch_args(kernel: str, cfg: dict, L: int):
     return saved[name], *caps[name].calls[0]
 
 
-_PTR = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32"}
+_PTR = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.float64: "*fp64"}
 
 
 def compile_sm90(fn, args, kw):

@@ -1,6 +1,6 @@
 """`python -m hybrid.bench ssd_compiled [--dtype bf16|fp32] [--L N] [--warps JSON] [--out FILE]`
 
-Compile our Triton SSD's kernels (kernels/ssd/triton.py, triton_bwd.py) for an NVIDIA sm_90 GPU on any machine (no
+Compile our Triton SSD's kernels (kernels/ssd/triton.py, triton_bwd.py, dt_decays.py) for an NVIDIA sm_90 GPU on any machine (no
 GPU needed) exactly as the launchers call them on the bench's shape (batch 8, 32 heads x 64, one group, N 128,
 chunk 256), and print per kernel: warps, registers, spill bytes (ptxas -v), shared memory, SASS instructions. No
 timings: these say which kernels spill or hold the SM alone (kernels/ssd/README.md's table). `--warps` overrides
@@ -8,6 +8,7 @@ num_warps per kernel, e.g. '{"_dx_kernel": 8}'. Counts change with the Triton ve
 """
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -18,8 +19,19 @@ from hybrid.bench.scan_compiled import _Capture, compile_sm90, counts
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+class _Ctx:
+    """Stands in for autograd's ctx to call DtDecays.forward / backward directly on meta tensors."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+    def mark_non_differentiable(self, *tensors):
+        pass
+
+
 def launches(dtype, L: int) -> dict:
     """kernel name -> (JITFunction, args, kwargs) of its first launch in one forward + backward, on meta tensors."""
+    from hybrid.kernels.ssd import dt_decays as dtd
     from hybrid.kernels.ssd import triton as fwd
     from hybrid.kernels.ssd import triton_bwd as bwd
     b, H, P, G, N, Q = 8, 32, 64, 1, 128, 256
@@ -31,13 +43,18 @@ def launches(dtype, L: int) -> dict:
     lowp = 0 if dtype == torch.float32 else 1  # what _lowp gives on a GPU
     saved, caps = {}, {}
     try:
-        for mod in (fwd, bwd):
+        for mod in (dtd, fwd, bwd):
             for name in [n for n in vars(mod) if n.endswith("_kernel")]:
                 saved[(mod, name)] = getattr(mod, name)
                 caps.setdefault(name, _Capture(saved[(mod, name)]))
                 setattr(mod, name, caps[name])
-            saved[(mod, "_lowp")] = mod._lowp
-            mod._lowp = lambda t: lowp
+            if hasattr(mod, "_lowp"):
+                saved[(mod, "_lowp")] = mod._lowp
+                mod._lowp = lambda t: lowp
+        ctx = _Ctx()  # dt's preparation and the log decays (dt in the inputs' dtype, as the S block hands it over)
+        dts, dacs, _ = dtd.DtDecays.forward(ctx, torch.empty(b, L, H, dtype=dtype, **meta), D, D, True,
+                                            (0.0, math.inf), Q, L)
+        dtd.DtDecays.backward(ctx, dts, dacs, None)
         _, _, HS = fwd.ssd_core_forward(x, dt, acs, lo, B, C, D, None, Q)
         bwd.ssd_core_backward(x, dt, acs, lo, B, C, D, HS, torch.empty_like(x), None, Q, L)
     finally:

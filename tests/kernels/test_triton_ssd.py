@@ -235,10 +235,11 @@ def test_strong_decay_over_long_chunks(dt_shift, A_range, L):
 
 
 def test_every_bf16_kernel_compiles_for_sm90_with_at_most_a_few_spills(tmp_path):
-    """`python -m hybrid.bench ssd_compiled` (triton.compile for sm_90, no GPU needed) on the bench's shape: all nine
-    kernels of a bf16 forward + backward compile with their LAUNCH settings, none spills more than 64 bytes (session 4's
-    backward spilled 828 bytes; at 4 warps _dcb, _dc and _db spill 8-64 bytes under Triton 3.9 and still ran faster
-    than at 8 warps on an H200, Triton 3.6)."""
+    """`python -m hybrid.bench ssd_compiled` (triton.compile for sm_90, no GPU needed) on the bench's shape: all eleven
+    kernels of a bf16 forward + backward (dt_decays.py's two among them: a global float in a jit function compiled in
+    the interpreter but not for the GPU, session 8) compile with their LAUNCH settings, none spills more than 64 bytes
+    (session 4's backward spilled 828 bytes; at 4 warps _dcb, _dc and _db spill 8-64 bytes under Triton 3.9 and still
+    ran faster than at 8 warps on an H200, Triton 3.6)."""
     import json
     import subprocess
     import sys
@@ -250,5 +251,5 @@ def test_every_bf16_kernel_compiles_for_sm90_with_at_most_a_few_spills(tmp_path)
         pytest.skip(f"no NVIDIA backend to compile with: {res.stderr[-300:]}")
     assert res.returncode == 0, res.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 9 and {r["kernel"] for r in rows} >= {"_chunk_out_fwd_kernel", "_dcb_kernel", "_dx_kernel"}
+    assert len(rows) == 11 and {r["kernel"] for r in rows} >= {"_chunk_out_fwd_kernel", "_dx_kernel", "_dt_decays_bwd_kernel"}
     assert all(r["spill_bytes"] <= 64 for r in rows), [(r["kernel"], r["spill_bytes"]) for r in rows]
