@@ -2,7 +2,7 @@
 
 Used by `python -m hybrid.bench ssd --block`. mamba-ssm's module runs with use_mem_eff_path=False and without the
 causal-conv1d package's CUDA conv (its nn.Conv1d path), the issue's target; ours with its defaults (our Triton conv
-on CUDA) once per SSD backend, and once with our fused gated RMSNorm too (norm_backend="triton"). Same options
+and fused gated RMSNorm on CUDA) once per SSD backend, and once with the PyTorch norm (norm_backend="torch"). Same options
 (d_state 128, headdim 64, one group, chunk 256), same weights (mamba-ssm's parameter names are ours).
 """
 import sys
@@ -12,16 +12,16 @@ import torch
 from hybrid.bench.harness import safe_measure
 
 SHAPES = {"cuda": dict(batch=8, L=2048, d_model=1024, dtype=torch.bfloat16,
-                       backends=("triton", "triton fused_norm")),
+                       backends=("triton", "triton torch_norm")),
           "cpu": dict(batch=1, L=128, d_model=64, dtype=torch.float32, backends=("reference",))}
 
 
 def _ours(d_model, backend, opts):
-    """Our S block with SSD backend `backend`; "triton fused_norm": with the fused gated RMSNorm too
-    (norm_backend="triton")."""
+    """Our S block with SSD backend `backend`; "triton torch_norm": with the PyTorch gated RMSNorm instead of the fused
+    one that is the default on CUDA (norm_backend="torch")."""
     from hybrid.blocks.mamba2 import Mamba2
-    if backend == "triton fused_norm":
-        return Mamba2(d_model, ssd_backend="triton", norm_backend="triton", **opts)
+    if backend == "triton torch_norm":
+        return Mamba2(d_model, ssd_backend="triton", norm_backend="torch", **opts)
     return Mamba2(d_model, ssd_backend=backend, **opts)
 
 

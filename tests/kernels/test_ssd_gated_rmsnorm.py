@@ -69,7 +69,7 @@ def test_bad_shapes_are_refused():
 
 
 def test_the_block_refuses_an_unknown_norm_backend():
-    with pytest.raises(ValueError, match="norm_backend='fast'; allowed: torch, triton"):
+    with pytest.raises(ValueError, match="norm_backend='fast'; allowed: auto, torch, triton"):
         GatedRMSNorm(8, 4, backend="fast")
 
 
@@ -91,3 +91,14 @@ def test_the_block_with_the_fused_norm_equals_the_torch_norm():
         assert rel_err(outs[1].detach().cpu(), outs[0].detach().cpu()) < 2e-5
         for (name, p0), p1 in zip(blocks[0].named_parameters(), blocks[1].parameters()):
             assert rel_err(p1.grad.cpu(), p0.grad.cpu()) < 2e-5, name
+
+
+def test_auto_takes_the_fused_norm_on_cuda_only_and_records_it():
+    """norm_backend="auto" (the default): the PyTorch code on CPU tensors even under the interpreter (the CPU tests
+    of other blocks stay fast), the fused kernel on CUDA tensors; the run record's `gated_rmsnorm` lists what ran."""
+    from hybrid import records
+    norm = GatedRMSNorm(8, 4).to(DEVICE)
+    assert norm.backend == "auto"
+    records.reset_backends()
+    norm(torch.randn(3, 8, device=DEVICE), torch.randn(3, 8, device=DEVICE))
+    assert records.backends()["gated_rmsnorm"] == (["triton"] if DEVICE == "cuda" else ["torch"])
