@@ -58,9 +58,9 @@ def hardware() -> dict:
 
 def reset_backends() -> None:
     """Forget the kernel backends seen so far in this process (a run starts)."""
+    from hybrid.blocks.mamba2 import norm_usage
     from hybrid.kernels.attention import reset_backends_used as reset_attention
     from hybrid.kernels.selective_scan import reset_backends_used as reset_scan
-    from hybrid.blocks.mamba2 import norm_usage
     from hybrid.kernels.ssd import reset_backends_used as reset_ssd
     reset_scan()
     reset_ssd()
@@ -70,9 +70,9 @@ def reset_backends() -> None:
 
 def backends() -> dict:
     """The kernel backends that ran since the last reset_backends()."""
+    from hybrid.blocks.mamba2 import norm_usage
     from hybrid.kernels.attention import backends_used as attention_backends
     from hybrid.kernels.selective_scan import backends_used as scan_backends
-    from hybrid.blocks.mamba2 import norm_usage
     from hybrid.kernels.ssd import backends_used as ssd_backends
     return {"selective_scan": scan_backends(), "ssd": ssd_backends(), "gated_rmsnorm": norm_usage.used(),
             "attention": attention_backends()}
