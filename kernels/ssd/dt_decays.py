@@ -29,23 +29,36 @@ def _softplus(x):
 
 
 @triton.jit
-def _dt_decays_fwd_kernel(DT, BIAS, A, DTS, ACS, ACS_LO, T, Lp, H, lo, hi, s_db, s_dl, s_dh,
-                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr,
-                          Q: tl.constexpr, BH: tl.constexpr):
+def _tile(T, Lp, H, Q: tl.constexpr, BH: tl.constexpr):
+    """This program's batch b and chunk c, its steps t [Q] and heads h [BH], and masks: hm [BH] the heads that exist,
+    inside [Q, BH] the steps of dt (t < T), tile [Q, BH] those of the padded outputs (t < Lp)."""
     b, c, hb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t = c * Q + tl.arange(0, Q)
     h = hb * BH + tl.arange(0, BH)
     hm = h < H
-    inside = (t[:, None] < T) & hm[None, :]
+    return b, c, t, h, hm, (t[:, None] < T) & hm[None, :], (t[:, None] < Lp) & hm[None, :]
+
+
+@triton.jit
+def _dt_biased(DT, BIAS, b, t, h, hm, inside, s_db, s_dl, s_dh, HAS_BIAS: tl.constexpr):
+    """[Q, BH] dt (+ dt_bias) in fp32, 0 outside dt."""
     x = tl.load(DT + b * s_db + t[:, None] * s_dl + h[None, :] * s_dh, mask=inside, other=0.0).to(tl.float32)
     if HAS_BIAS:
         x += tl.load(BIAS + h, mask=hm, other=0.0).to(tl.float32)[None, :]
+    return x
+
+
+@triton.jit
+def _dt_decays_fwd_kernel(DT, BIAS, A, DTS, ACS, ACS_LO, T, Lp, H, lo, hi, s_db, s_dl, s_dh,
+                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr,
+                          Q: tl.constexpr, BH: tl.constexpr):
+    b, c, t, h, hm, inside, tile = _tile(T, Lp, H, Q, BH)
+    x = _dt_biased(DT, BIAS, b, t, h, hm, inside, s_db, s_dl, s_dh, HAS_BIAS)
     if SOFTPLUS:
         x = _softplus(x)
     if CLAMP:
         x = tl.minimum(tl.maximum(x, lo), hi)
     x = tl.where(inside, x, 0.0)
-    tile = hm[None, :] & (t[:, None] < Lp)
     tl.store(DTS + (b * Lp + t[:, None]) * H + h[None, :], x, mask=tile)
     a = tl.load(A + h, mask=hm, other=0.0).to(tl.float64)
     acs = tl.cumsum(x.to(tl.float64) * a[None, :], axis=0)
@@ -59,25 +72,17 @@ def _dt_decays_fwd_kernel(DT, BIAS, A, DTS, ACS, ACS_LO, T, Lp, H, lo, hi, s_db,
 def _dt_decays_bwd_kernel(DT, BIAS, A, DTS, DDTS, DACS, DDT, DA_PART, DBIAS_PART, T, Lp, H, lo, hi, s_db, s_dl, s_dh,
                           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr,
                           Q: tl.constexpr, BH: tl.constexpr):
-    b, c, hb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    t = c * Q + tl.arange(0, Q)
-    h = hb * BH + tl.arange(0, BH)
-    hm = h < H
-    inside = (t[:, None] < T) & hm[None, :]
-    tile = hm[None, :] & (t[:, None] < Lp)
+    b, c, t, h, hm, inside, tile = _tile(T, Lp, H, Q, BH)
     g = tl.load(DACS + (b * H + h[None, :]) * Lp + t[:, None], mask=tile, other=0.0).to(tl.float64)
     # d (dts_t * A) = sum of d acs over the chunk's steps s >= t
     rev = tl.sum(g, axis=0)[None, :] - tl.cumsum(g, axis=0) + g
     dts = tl.load(DTS + (b * Lp + t[:, None]) * H + h[None, :], mask=tile, other=0.0)
-    n_chunks = tl.num_programs(1)
-    part = (b * n_chunks + c) * H + h
+    part = (b * tl.num_programs(1) + c) * H + h  # this program's [b, c, h] partial sums
     tl.store(DA_PART + part, tl.sum(rev * dts.to(tl.float64), axis=0), mask=hm)
     a = tl.load(A + h, mask=hm, other=0.0).to(tl.float64)
     gd = tl.load(DDTS + (b * Lp + t[:, None]) * H + h[None, :], mask=tile, other=0.0) + (rev * a[None, :]).to(tl.float32)
     # back through the clamp, softplus and bias, from dt recomputed
-    x = tl.load(DT + b * s_db + t[:, None] * s_dl + h[None, :] * s_dh, mask=inside, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        x += tl.load(BIAS + h, mask=hm, other=0.0).to(tl.float32)[None, :]
+    x = _dt_biased(DT, BIAS, b, t, h, hm, inside, s_db, s_dl, s_dh, HAS_BIAS)
     if CLAMP:  # the gradient passes where lo <= the clamped value's input <= hi (torch's rule)
         v = _softplus(x) if SOFTPLUS else x
         gd = tl.where((v >= lo) & (v <= hi), gd, 0.0)
