@@ -237,3 +237,28 @@ def test_mqar_evaluates_at_other_numbers_of_pairs():
     with pytest.raises(ValueError, match="eval_num_kv_pairs: sequence length 32 cannot hold 16"):
         MQARConfig(vocab_size=64, num_kv_pairs=4, train_length=32, eval_lengths=[32],
                    eval_num_kv_pairs=[16]).validate()
+
+
+def test_mqar_keys_and_values_are_distinct_uniform_subsets_as_argsort_drew_them():
+    """The k keys and values of a row are the indices of its k smallest uniform draws (a uniform random k-subset in
+    random order), now through topk: the same tokens as the argsort the generator used before, at a large vocabulary
+    too, so that a seed's data stream did not change; every key and value distinct."""
+    cfg = MQARConfig(vocab_size=8192, num_kv_pairs=16)
+    for step in range(3):
+        x, _ = mqar.generate(cfg, seed=5, split="train", step=step, batch_size=32, length=256)
+        g = rng_for(5, "train", step)
+        keys = 1 + torch.rand(32, cfg.num_keys, generator=g).argsort(dim=1)[:, :16]
+        values = 4096 + torch.rand(32, 4096, generator=g).argsort(dim=1)[:, :16]
+        assert torch.equal(x[:, 0:32:2], keys) and torch.equal(x[:, 1:32:2], values)
+        assert all(len(set(row.tolist())) == 32 for row in x[:, :32])
+
+
+def test_selective_copying_positions_are_argsorts_through_topk():
+    """The data positions (a row's n smallest uniform draws over the context, in increasing position) through topk:
+    the tokens land where the whole argsort put them before, at the paper's length 4096."""
+    cfg = SelectiveCopyingConfig(num_data_tokens=16, train_length=4096, eval_lengths=[4096])
+    x, _ = selective_copying.generate(cfg, seed=1, split="train", step=0, batch_size=8, length=4096)
+    g = rng_for(1, "train", 0)
+    data = torch.randint(selective_copying.FIRST_DATA, cfg.vocab_size, (8, 16), generator=g)
+    positions = torch.rand(8, 4096 - 16, generator=g).argsort(dim=1)[:, :16].sort(dim=1).values
+    assert torch.equal(x.gather(1, positions), data)
