@@ -158,6 +158,11 @@ def pin_resources(cfg: DictConfig, n_jobs) -> None:
     from hybrid import threads
     parallel = effective_n_jobs(-1 if n_jobs is None else int(n_jobs))
     threads.set_parallel(parallel)
+    cores = threads.usable_cpus()
+    if parallel > cores:  # one thread each is the floor: beyond the cores, the points' host work shares them
+        log.warning("%d points at once on %d usable CPU cores: each point's host work (Python, data, launches) needs "
+                    "about a core, so they run at a fraction of their speed; the sweep's steps/s stops growing near "
+                    "hydra.launcher.n_jobs=%d", parallel, cores, cores)
     wants_gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and str(cfg.trainer.devices) == "1"
     n_gpus = torch.cuda.device_count() if wants_gpu else 0
     threads.set_threads(cfg.get("threads"), on_gpu=n_gpus > 0)
