@@ -4,11 +4,12 @@
 #     its tests there), then bench/device/14_ssd_final.sh (checks, the whole SSD bench, per-kernel times at 16K, the
 #     S block vs Mamba2 with the fused norm now the default) -> $OUT/ssd/
 #  2. the gpu profiles of mamba2_mqar (vocabulary 64 now), text_attention_ratio and induction_extrapolation, detached,
-#     only after 1 (they share the host's 16 cores: ~3 steps/s a point with 46 points in session 8): they go on into
+#     only after 1, at most 12 points of a recipe at once (the host has 16 cores: 46 points ran at ~3 steps/s each in
+#     session 8; call_s8_B.sh must then get the same N_MAX=12): they go on into
 #     call B (`bash bench/device/call_s8_B.sh`, then `FINAL=1 B_S=... bash bench/device/call_s8_B.sh`).
 # In device commands, pgrep/pkill patterns must not match the command itself: `[h]ybrid[.]train`, not hybrid.train.
 source .whl/setup_project.sh > /dev/null || exit 1
-export RECIPES=${RECIPES:-"mamba2_mqar text_attention_ratio induction_extrapolation"} N_MAX=36
+export RECIPES=${RECIPES:-"mamba2_mqar text_attention_ratio induction_extrapolation"} N_MAX=${N_MAX:-12}  # 22 points: 16 cores
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 mkdir -p $OUT/ssd
