@@ -2,8 +2,8 @@
 
 Used by `python -m hybrid.bench ssd --block`. mamba-ssm's module runs with use_mem_eff_path=False and without the
 causal-conv1d package's CUDA conv (its nn.Conv1d path), the issue's target; ours with its defaults (our Triton conv
-and fused gated RMSNorm on CUDA) once per SSD backend, and once with the PyTorch norm (norm_backend="torch"). Same options
-(d_state 128, headdim 64, one group, chunk 256), same weights (mamba-ssm's parameter names are ours).
+and fused gated RMSNorm on CUDA) once per SSD backend, and once with the PyTorch norm (norm_backend="torch"). Same
+options (d_state 128, headdim 64, one group, chunk 256), same weights (mamba-ssm's parameter names are ours).
 """
 import sys
 

@@ -20,8 +20,8 @@ import triton.language as tl
 
 @triton.jit
 def _softplus(x):
-    # x above 20 (torch's default threshold, as mamba-ssm; a literal: a global float compiles in the interpreter only)
-    # and else log1p(exp(x)) without a log1p: log(w) * u / (w - 1) corrects the rounding of w = 1 + u (exact where w == 1)
+    # x above 20 (torch's default threshold, as mamba-ssm; a literal: a global float compiles in the interpreter
+    # only), else log1p(exp(x)) without a log1p: log(w) * u / (w - 1) corrects the rounding of w = 1 + u
     u = tl.exp(tl.minimum(x, 20.0))
     w = 1.0 + u
     sp = tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
@@ -80,7 +80,8 @@ def _dt_decays_bwd_kernel(DT, BIAS, A, DTS, DDTS, DACS, DDT, DA_PART, DBIAS_PART
     part = (b * tl.num_programs(1) + c) * H + h  # this program's [b, c, h] partial sums
     tl.store(DA_PART + part, tl.sum(rev * dts.to(tl.float64), axis=0), mask=hm)
     a = tl.load(A + h, mask=hm, other=0.0).to(tl.float64)
-    gd = tl.load(DDTS + (b * Lp + t[:, None]) * H + h[None, :], mask=tile, other=0.0) + (rev * a[None, :]).to(tl.float32)
+    gd = tl.load(DDTS + (b * Lp + t[:, None]) * H + h[None, :], mask=tile, other=0.0)
+    gd += (rev * a[None, :]).to(tl.float32)
     # back through the clamp, softplus and bias, from dt recomputed
     x = _dt_biased(DT, BIAS, b, t, h, hm, inside, s_db, s_dl, s_dh, HAS_BIAS)
     if CLAMP:  # the gradient passes where lo <= the clamped value's input <= hi (torch's rule)
