@@ -8,9 +8,9 @@ Forward: chunk states (the same kernel gives the backward's sum_i exp(acs_i) dy_
 loop over chunks; its reverse in the backward), C_i . B_j once per group, and the chunk output with D x, written in
 x's dtype. The backward's four chunk kernels are in triton_bwd.py (dCB per group; dC and dB per group, looping over
 the group's heads; dx per head). dt's bias/softplus/clamp and the cumulative sum of dt * A are one kernel each way
-(dt_decays.py); the z gate stays in PyTorch, differentiated by autograd. Sums over a group's heads run inside one program; sums
-over block pairs and state rows are written per program and reduced by torch in a fixed order: no atomics, bitwise
-repeatable.
+(dt_decays.py); the z gate stays in PyTorch, differentiated by autograd. Sums over a group's heads run inside one
+program; sums over block pairs and state rows are written per program and reduced by torch in a fixed order: no
+atomics, bitwise repeatable.
 """
 import math
 import os
