@@ -1,9 +1,9 @@
 """`python -m hybrid.bench ssd_compiled [--dtype bf16|fp32] [--L N] [--warps JSON] [--out FILE]`
 
-Compile our Triton SSD's kernels (kernels/ssd/triton.py, triton_bwd.py, dt_decays.py) for an NVIDIA sm_90 GPU on any machine (no
-GPU needed) exactly as the launchers call them on the bench's shape (batch 8, 32 heads x 64, one group, N 128,
-chunk 256), and print per kernel: warps, registers, spill bytes (ptxas -v), shared memory, SASS instructions. No
-timings: these say which kernels spill or hold the SM alone (kernels/ssd/README.md's table). `--warps` overrides
+Compile our Triton SSD's kernels (kernels/ssd/triton.py, triton_bwd.py, dt_decays.py) for an NVIDIA sm_90 GPU on any
+machine (no GPU needed) exactly as the launchers call them on the bench's shape (batch 8, 32 heads x 64, one group,
+N 128, chunk 256), and print per kernel: warps, registers, spill bytes (ptxas -v), shared memory, SASS instructions.
+No timings: these say which kernels spill or hold the SM alone (kernels/ssd/README.md's table). `--warps` overrides
 num_warps per kernel, e.g. '{"_dx_kernel": 8}'. Counts change with the Triton version (the row records it).
 """
 import argparse
