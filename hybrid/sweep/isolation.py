@@ -39,6 +39,25 @@ def launcher_settings(hydra_cfg) -> dict:
             "overrides": list(hydra_cfg.overrides.task)}
 
 
+def points_at_once(n_jobs) -> int:
+    """How many points joblib runs side by side for hydra.launcher.n_jobs (None or -1: one per CPU)."""
+    from joblib import effective_n_jobs
+    return effective_n_jobs(-1 if n_jobs is None else int(n_jobs))
+
+
+def warn_if_more_points_than_cores(hydra_cfg) -> None:
+    """Once per sweep (hybrid/sweep/summary.py's callback): joblib points beyond the usable cores slow each other."""
+    settings = launcher_settings(hydra_cfg)
+    if "joblib" not in settings["launcher"]:
+        return
+    from hybrid import threads
+    parallel, cores = points_at_once(settings["n_jobs"]), threads.usable_cpus()
+    if parallel > cores:  # one thread each is the floor: beyond the cores, the points' host work shares them
+        log.warning("%d points at once on %d usable CPU cores: each point's host work (Python, data, launches) needs "
+                    "about a core, so they run at a fraction of their speed; the sweep's steps/s stops growing near "
+                    "hydra.launcher.n_jobs=%d", parallel, cores, cores)
+
+
 def run_point(cfg: DictConfig, settings: dict, target=None) -> dict:
     """One multirun point: skip it when completed, else run `target` (default: train) in a child process.
 
@@ -153,16 +172,9 @@ def pin_resources(cfg: DictConfig, n_jobs) -> None:
     import fcntl
     import tempfile
 
-    from joblib import effective_n_jobs
-
     from hybrid import threads
-    parallel = effective_n_jobs(-1 if n_jobs is None else int(n_jobs))
+    parallel = points_at_once(n_jobs)
     threads.set_parallel(parallel)
-    cores = threads.usable_cpus()
-    if parallel > cores:  # one thread each is the floor: beyond the cores, the points' host work shares them
-        log.warning("%d points at once on %d usable CPU cores: each point's host work (Python, data, launches) needs "
-                    "about a core, so they run at a fraction of their speed; the sweep's steps/s stops growing near "
-                    "hydra.launcher.n_jobs=%d", parallel, cores, cores)
     wants_gpu = str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and str(cfg.trainer.devices) == "1"
     n_gpus = torch.cuda.device_count() if wants_gpu else 0
     threads.set_threads(cfg.get("threads"), on_gpu=n_gpus > 0)

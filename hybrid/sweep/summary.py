@@ -1,7 +1,8 @@
 """Hydra callback of every multirun (conf/train.yaml, hydra.callbacks): checks the launcher, then summarises.
 
 on_multirun_start  the launcher's plugin is importable, else an error naming the package to install (Hydra's
-                   own message for a missing plugin does not say which)
+                   own message for a missing plugin does not say which); a warning when joblib would run more
+                   points at once than there are usable CPU cores
 on_multirun_end    collects every point of the sweep (hybrid.sweep.collect) into <sweep dir>/summary.csv (one row per
                    point, every config key and final metric) and summary.md (counts, a table, the failed
                    points with their reasons), and logs the failures. Points the sweep should have run but that
@@ -118,6 +119,8 @@ class SweepSummary(Callback):
             check_launcher(config.hydra)
         except ImportError as e:  # Hydra turns a callback's Exception into a warning; this must stop the sweep
             raise SystemExit(f"error: {e}") from e
+        from hybrid.sweep.isolation import warn_if_more_points_than_cores  # torch: imported when a sweep starts
+        warn_if_more_points_than_cores(config.hydra)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

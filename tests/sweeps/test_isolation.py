@@ -89,19 +89,18 @@ def test_joblib_points_share_the_cpu_cores(monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_more_points_than_cores_is_said(monkeypatch, caplog):
-    import torch
+def test_more_points_than_cores_is_said_once_per_sweep(monkeypatch, caplog):
+    from hybrid.sweep.summary import SweepSummary
     monkeypatch.setattr("hybrid.threads.usable_cpus", lambda: 2)
-    threads = torch.get_num_threads()
-    try:
-        cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1}})
-        with caplog.at_level("WARNING", logger="hybrid.sweep.isolation"):
-            pin_resources(cfg, 2)
-            assert "usable CPU cores" not in caplog.text
-            pin_resources(cfg, 5)
-        assert "5 points at once on 2 usable CPU cores" in caplog.text and "n_jobs=2" in caplog.text
-    finally:
-        torch.set_num_threads(threads)
+
+    def sweep(n_jobs):
+        launcher = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": n_jobs}
+        return OmegaConf.create({"hydra": {"launcher": launcher, "overrides": {"task": []}}})
+    with caplog.at_level("WARNING", logger="hybrid.sweep.isolation"):
+        SweepSummary().on_multirun_start(sweep(2))
+        assert "usable CPU cores" not in caplog.text
+        SweepSummary().on_multirun_start(sweep(5))
+    assert "5 points at once on 2 usable CPU cores" in caplog.text and "n_jobs=2" in caplog.text
 
 
 def test_joblib_points_take_the_first_free_gpu(tmp_path, monkeypatch):
