@@ -10,7 +10,7 @@ import json
 import torch
 
 from hybrid.generate import load_run, run_task_config
-from hybrid.tasks import IGNORE_INDEX
+from hybrid.lit import answer_stats
 
 
 @torch.no_grad()
@@ -20,10 +20,8 @@ def accuracy(model, task, length, batches, batch, device, bf16) -> float:
         x, y = task.generate(seed=1234, split="test", step=step, batch_size=batch, length=length)
         x, y = x.to(device), y.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x).logits
-        mask = y != IGNORE_INDEX
-        hits += (logits.argmax(-1)[mask] == y[mask]).sum().item()
-        total += mask.sum().item()
+            _, correct, answers = answer_stats(model(x).logits, y)
+        hits, total = hits + correct.item(), total + answers.item()
     return hits / total
 
 
