@@ -6,7 +6,6 @@
 # If the machine is fresh (call A's processes gone), the recipes resume from their last checkpoints: none here on
 # a fresh machine, so they start over. Results: $OUT/<b|c>_recipes.tgz with /tmp/gp/summary.txt printed.
 source .whl/setup_project.sh > /dev/null || exit 1
-export HYBRID_GIT_COMMIT=$(cat .whl/commit 2>/dev/null) HYBRID_GIT_DIRTY=$(cat .whl/dirty 2>/dev/null)
 export RECIPES=${RECIPES:-"text_attention_ratio induction_extrapolation mamba2_mqar"} N_MAX=${N_MAX:-12}
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 pgrep -f "hybrid.reproduce" > /dev/null || { el "no recipe running: (re)starting"; bash bench/device/15_gpu_profiles.sh start; }
