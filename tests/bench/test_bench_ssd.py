@@ -34,6 +34,7 @@ def test_ssd_only_stages_and_block_rows(tmp_path):
     assert sum(r["median_ms"] for r in stages if r is not total[0]) == pytest.approx(total[0]["median_ms"])
     block = [r for r in rows if r["op"] == "block"]
     assert [r["provider"] for r in block] == ["ours:S reference"] and block[0]["median_ms"] > 0
+    assert block[0]["first_round_median_ms"] > 0  # timed twice (order effects): the first round kept beside
 
 
 @pytest.mark.parametrize("argv,message", [
