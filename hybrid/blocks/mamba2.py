@@ -52,9 +52,10 @@ class GatedRMSNorm(nn.Module):
     in fp32 (fp64 for fp64 inputs), times a learned weight. forward: y, z [..., dim] -> [..., dim] in y's dtype.
     backend "torch" (this code, autograd), "triton" (one fused Triton pass each way on CUDA tensors, or in Triton's
     interpreter under TRITON_INTERPRET=1, of one 16-bit or fp32 dtype: kernels/ssd/gated_rmsnorm.py; else this code)
-    or "auto" (the default: "triton" on CUDA tensors, this code elsewhere). On an H200 the fused norm made the S block
-    (d_model 1024, batch 8, L 2048, bf16) 5.37 ms fwd+bwd instead of 5.95 and 677 MiB of peak memory instead of 1573
-    (bench/results/ssd_cuda_h200_s7.json), within 2e-5 of this code in bf16 (ssd_checks_h200_s8.txt)."""
+    or "auto" (the default: "triton" on CUDA tensors, this code elsewhere). On an H200 the fused norm halves the S
+    block's peak memory (d_model 1024, batch 8, L 2048, bf16: 736 vs 1504 MiB, ssd_stages_block_h200_s9.json); its
+    speed is within the bench's order effect (5.83 vs 5.19 ms there, 5.37 vs 5.95 in session 7, the block timed first
+    the slower both times). Within 2e-5 of this code in bf16 (ssd_checks_h200_s8.txt, _s9.txt)."""
 
     def __init__(self, dim: int, group_size: int, eps: float = 1e-5, norm_before_gate: bool = False,
                  backend: str = "auto"):
