@@ -120,28 +120,32 @@ def check(table: pd.DataFrame, items: list[dict], smoke: bool) -> list[Outcome]:
             continue
         low, high = item.get("min", float("-inf")), item.get("max", float("inf"))
         bad = rows[(rows["mean"] < low) | (rows["mean"] > high)]
-        seen = ", ".join(f"{v:.3g}" for v in rows["mean"])
         compared = _compare(table, rows, item)
         if compared is None:
             outcomes.append(Outcome(text, NOT_CHECKED, "no completed run has the cells to compare with"))
-        elif len(bad) or compared:
-            what = f"{len(bad)} of {len(rows)} cells outside (means: {seen})" if len(bad) else f"means: {seen}"
-            outcomes.append(Outcome(text, FAIL, "; ".join([what, *compared])))
+            continue
+        # a comparison shows both sides, so that a PASS can be read too: "means: 1.32 vs 1.28"
+        seen = "means: " + ", ".join(f"{v:.3g}" for v in rows["mean"]) + (
+            " vs " + ", ".join(f"{theirs:.3g}" for _, theirs, _, _ in compared) if compared else "")
+        failed = [f"at {at}: {ours:.3g} vs {theirs:.3g}" for ours, theirs, at, ok in compared if not ok]
+        if len(bad) or failed:
+            what = f"{len(bad)} of {len(rows)} cells outside ({seen})" if len(bad) else seen
+            outcomes.append(Outcome(text, FAIL, "; ".join([what, *failed])))
         else:
-            outcomes.append(Outcome(text, PASS, f"means: {seen}"))
+            outcomes.append(Outcome(text, PASS, seen))
     return outcomes
 
 
-def _compare(table: pd.DataFrame, rows: pd.DataFrame, item: dict) -> list[str] | None:
-    """For `above` / `below`: the failed comparisons of each matching cell with the cell that differs only in the
-    given columns ([] when all hold or there is nothing to compare; None when a partner cell is missing)."""
+def _compare(table: pd.DataFrame, rows: pd.DataFrame, item: dict) -> list[tuple] | None:
+    """For `above` / `below`: each matching cell's (mean, its partner's mean, where, holds) against the cell that
+    differs only in the given columns ([] when there is nothing to compare; None when a partner cell is missing)."""
     side = "above" if "above" in item else "below" if "below" in item else None
     if side is None:
         return []
     other, margin = item[side], float(item.get("margin", 0))
     keys = [c for c in table.columns if c not in ("mean", "min", "max", "n", "points", "not_completed")
             and not c.startswith("best ") and c not in other]
-    failed = []
+    pairs = []
     for _, row in rows.iterrows():
         partner = table
         for k in keys:
@@ -152,10 +156,9 @@ def _compare(table: pd.DataFrame, rows: pd.DataFrame, item: dict) -> list[str] |
             return None
         theirs = float(partner["mean"].mean())
         ok = row["mean"] >= theirs + margin if side == "above" else row["mean"] <= theirs - margin
-        if not ok:
-            at = ", ".join(f"{k.rsplit('.', 1)[-1]}={_text(row[k])}" for k in keys if k != "metric")
-            failed.append(f"at {at}: {row['mean']:.3g} vs {theirs:.3g}")
-    return failed
+        at = ", ".join(f"{k.rsplit('.', 1)[-1]}={_text(row[k])}" for k in keys if k != "metric")
+        pairs.append((float(row["mean"]), theirs, at, bool(ok)))
+    return pairs
 
 
 def markdown(outcomes: list[Outcome]) -> list[str]:

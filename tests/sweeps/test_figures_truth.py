@@ -62,6 +62,7 @@ def test_comparisons_and_ranges(recipe):
              "above": {"model.layout.pattern": "MFMF"}, "margin": 0.05}
     [outcome] = expectations.check(table, [above], smoke=False)
     assert outcome.status == "PASS" and outcome.text.startswith("value > its cell at pattern=MFMF + 0.05")
+    assert outcome.detail == "means: 0.9, 0.2 vs 0.3, 0.1"  # a passed comparison shows both sides too
     [outcome] = expectations.check(table, [{**above, "margin": 0.2}], smoke=False)
     assert outcome.status == "FAIL" and "length=256: 0.2 vs 0.1" in outcome.detail
     below = {"where": {"model.layout.pattern": "MFMF", "length": {"max": 64}},
