@@ -106,6 +106,10 @@ def sequential_mixed(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_s
 
 # tiles for the interpreter, which runs programs one after another: 8 channels per program (few programs), 2 warps
 SMALL = dict(fwd_block_d=8, fwd_warps=2, bwd_block_d=8, bwd_warps=2)
+# The rolled backward with prefetch (bwd_kernel=1, bwd_prefetch=1) is CONFIG's default, so every test with SMALL runs
+# it; ROLLED says so where a test is about it. TABLES: the unrolled backward with register tables (the old default).
+ROLLED = dict(SMALL, bwd_kernel=1)
+TABLES = dict(SMALL, bwd_kernel=0, bwd_prefetch=0)
 
 
 def check(batch, dim, L, N, dtype, chunk, config=SMALL, softplus=True, layout=None, **flags):
@@ -191,14 +195,18 @@ def test_no_optional_inputs():
     check(1, 5, 37, 8, torch.float32, 8, softplus=False, D=False, z=False, bias=False, h0=False)
 
 
-def test_deterministic_backward():
-    """Two backward passes are bitwise identical (no atomics: dB, dC partials reduced in a fixed order)."""
+def test_deterministic_backward_equal_to_tables():
+    """Two backward passes (the default, rolled kernel) are bitwise identical (no atomics: dB, dC partials reduced in
+    a fixed order) and equal the table kernel's up to rounding."""
     inp = make_inputs(2, 8, 40, 16, torch.float32)
-    gy, glast = torch.randn(2, 8, 40, device=DEVICE), torch.randn(2, 8, 16, device=DEVICE)
-    _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=SMALL)
-    _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=SMALL)
+    gen = torch.Generator().manual_seed(3)
+    gy, glast = torch.randn(2, 8, 40, generator=gen).to(DEVICE), torch.randn(2, 8, 16, generator=gen).to(DEVICE)
+    _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
+    _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
+    _, _, g0 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=TABLES)
     for k in g1:
-        assert torch.equal(g1[k], g2[k]), k
+        assert torch.equal(g1[k], g2[k]), f"d{k}: two rolled backward passes differ"
+        torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-5, msg=lambda m: f"d{k}, rolled vs tables: {m}")
 
 
 @pytest.mark.parametrize("used", ["y", "last"])
@@ -336,13 +344,10 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(g, ge)
 
 
-ROLLED = dict(SMALL, bwd_kernel=1)
-TABLES = dict(SMALL, bwd_kernel=0, bwd_prefetch=0)  # the unrolled backward with register tables (default till now)
-
-
-# rolled-kernel options: unrolled 1 or 4 times (N 3: a remainder), loads one state ahead; bwd_asm (inline PTX) runs
-# only compiled on an NVIDIA GPU: here it must fall back to the Triton code and give the same result
-ROLLED_OPTS = {"u1": dict(bwd_unroll=1), "u4": dict(bwd_unroll=4), "prefetch": dict(bwd_prefetch=1),
+# rolled-kernel options: unrolled 1 time without loading a state ahead, 4 times (N 3: a remainder) with it (prefetch,
+# unroll 1: the default, test_fp32_shapes); bwd_asm (inline PTX) runs only compiled on an NVIDIA GPU: here it must
+# fall back to the Triton code and give the same result
+ROLLED_OPTS = {"u1-no-prefetch": dict(bwd_unroll=1, bwd_prefetch=0), "u4": dict(bwd_unroll=4),
                "prefetch-u2-asm": dict(bwd_prefetch=1, bwd_unroll=2, bwd_asm=7)}
 
 
@@ -361,35 +366,14 @@ def test_tables_backward(case):
     check(batch, dim, L, N, torch.float32, chunk, TABLES)
 
 
-@pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False)], ids=["ltiB", "ltiC"])
-def test_rolled_lti(b_sel, c_sel):
-    check(2, 5, 37, 4, torch.float32, 8, ROLLED, b_sel=b_sel, c_sel=c_sel)
+# The rolled kernel's LTI, no-optional-inputs, strided-layout and 16-bit-partials cases are test_lti's,
+# test_no_optional_inputs', test_layouts' and test_half_partials' (SMALL is the rolled kernel).
 
 
-def test_rolled_no_optional_inputs_and_tiles():
-    """No D, z, bias, initial state; 2 channels over 4 warps (warps share a channel's steps); L 300 over segments."""
-    check(1, 5, 37, 8, torch.float32, 8, ROLLED, softplus=False, D=False, z=False, bias=False, h0=False)
-    check(2, 11, 300, 5, torch.float32, 32, dict(ROLLED, bwd_block_d=2, bwd_warps=4))
-
-
-@pytest.mark.parametrize("layout", ["channels_last", "block"])
-def test_rolled_layouts_half(layout):
-    """Strided views (L 63), and bf16 with 16-bit partials."""
-    check(2, 5, 63, 3, torch.float32, 16, ROLLED, layout=LAYOUTS[layout])
-    check(2, 11, 63, 16, torch.bfloat16, 16, dict(ROLLED, bwd_half_partials=1))
-
-
-def test_rolled_deterministic_and_equal_to_tables():
-    """Two rolled backward passes are bitwise identical and equal the table kernel's up to rounding."""
-    inp = make_inputs(2, 8, 40, 16, torch.float32)
-    gen = torch.Generator().manual_seed(3)
-    gy, glast = torch.randn(2, 8, 40, generator=gen).to(DEVICE), torch.randn(2, 8, 16, generator=gen).to(DEVICE)
-    _, _, g1 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
-    _, _, g2 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=ROLLED)
-    _, _, g0 = run(selective_scan_triton, inp, gy, glast, chunk_size=16, config=TABLES)
-    for k in g1:
-        assert torch.equal(g1[k], g2[k]), f"d{k}: two rolled backward passes differ"
-        torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-5, msg=lambda m: f"d{k}, rolled vs tables: {m}")
+def test_rolled_tiles_over_segments():
+    """2 channels over 4 warps (warps share a channel's steps), L 300 over 10 backward segments (automatic: partials
+    within u's bytes); dim 5: three channel blocks, the last one padded."""
+    check(2, 5, 300, 5, torch.float32, 32, dict(ROLLED, bwd_block_d=2, bwd_warps=4))
 
 
 @pytest.mark.parametrize("kb", [1, 4])
