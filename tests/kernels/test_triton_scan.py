@@ -180,9 +180,9 @@ def test_half_dtypes(dtype):
 def test_half_partials(dtype, half):
     """bwd_half_partials=1 (the default): dB/dC partials kept in bf16 for bf16 B, C (fp16 and fp32 inputs keep fp32
     partials), 0: fp32; every gradient still within the dtype's bound of float64 (L 63 over 4 backward segments, then
-    one launch; dim 11: two channel blocks)."""
-    check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=4))
-    check(2, 11, 63, 16, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=1))
+    one launch; dim 11: two channel blocks; N 8: each partial is one state's, its rounding the same at any N)."""
+    check(2, 11, 63, 8, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=4))
+    check(2, 11, 63, 8, dtype, 16, dict(SMALL, bwd_half_partials=half, bwd_segments=1))
 
 
 @pytest.mark.parametrize("b_sel,c_sel", [(False, True), (True, False), (False, False)], ids=["ltiB", "ltiC", "lti"])
@@ -378,5 +378,6 @@ def test_rolled_tiles_over_segments():
 
 @pytest.mark.parametrize("kb", [1, 4])
 def test_partial_sums_blocks(kb):
-    """The dB/dC partials summed 1 or 4 at a time (more than the 2 channel blocks of dim 11: masked)."""
-    check(2, 11, 63, 16, torch.float32, 16, dict(SMALL, bwd_sum_kb=kb))
+    """The dB/dC partials summed 1 or 4 at a time (more than the 2 channel blocks of dim 11: masked; N 8 x L 63: four
+    blocks of 128 elements, the last one partial)."""
+    check(2, 11, 63, 8, torch.float32, 16, dict(SMALL, bwd_sum_kb=kb))
