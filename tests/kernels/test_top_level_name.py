@@ -16,7 +16,8 @@ PROBE = ("import kernels, hybrid.kernels as ours, pathlib; "
 
 def run_from_repo_root(code: str, extra_path: Path | None = None) -> list[str]:
     env = {"PYTHONPATH": str(extra_path) if extra_path else "", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+                         check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.split()
 
