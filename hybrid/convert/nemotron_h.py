@@ -11,7 +11,9 @@ A Nemotron-H layer is one pre-norm residual block whose mixer is a Mamba-2, an a
     backbone.norm_f.weight                 norm.weight
     lm_head.weight                         lm_head.weight       (untied by default)
 
-Their Mamba-2 clamps dt to (time_step_min, inf) and ignores time_step_limit; so does the import (dt_limit).
+Their Mamba-2 clamps dt to time_step_limit from transformers 5.25 on, and to (time_step_min, inf) before (it ignored
+time_step_limit); import and export follow the installed version (`clamps_to_time_step_limit`), so that the logits
+match it.
 Not expressible here: the MoE layers (`E` in their pattern: shared experts, a sigmoid router with a score-correction
 bias, which our E block does not have) and multi-token-prediction layers; both are refused by name.
 """
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 
 from hybrid import layout as layouts
 from hybrid.convert.links import Link, lm_head_link, rename, renames
-from hybrid.convert.mamba2 import mamba2_checks
+from hybrid.convert.mamba2 import mamba2_checks, time_step_limit
 from hybrid.convert.specs import UnsupportedConfig, check_supported, exact_expand, require, uniform_spec
 from hybrid.model import HybridLM
 
@@ -43,6 +45,17 @@ def megatron_pattern(cfg: Mapping, origin: str) -> str:
     if unknown:
         raise UnsupportedConfig(f"reading {origin}", [f"unknown layer types {unknown}; known: {sorted(_LAYER_TYPES)}"])
     return "".join(_LAYER_TYPES[t] for t in types)
+
+
+def clamps_to_time_step_limit() -> bool:
+    """Whether the installed transformers' Nemotron-H clamps dt to config.time_step_limit (5.25 on; no transformers:
+    the current behaviour) rather than to (time_step_min, inf)."""
+    try:
+        import transformers
+        from packaging.version import Version
+    except ImportError:
+        return True
+    return Version(transformers.__version__).release >= (5, 25)
 
 
 def hybrid_args(cfg: Mapping, origin: str = "NemotronHConfig") -> dict:
@@ -72,8 +85,8 @@ def hybrid_args(cfg: Mapping, origin: str = "NemotronHConfig") -> dict:
                           ngroups=cfg.get("n_groups", 1), chunk_size=cfg.get("chunk_size", 128),
                           dt_min=cfg.get("time_step_min", 1e-3), dt_max=cfg.get("time_step_max", 0.1),
                           dt_init_floor=cfg.get("time_step_floor", 1e-4),
-                          # transformers' Nemotron-H clamps dt to (time_step_min, inf), whatever time_step_limit says
-                          dt_limit=(cfg.get("time_step_min", 1e-3), float("inf")), bias=cfg.get("use_bias", False),
+                          dt_limit=time_step_limit(cfg.get("time_step_limit")) if clamps_to_time_step_limit()
+                          else (cfg.get("time_step_min", 1e-3), float("inf")), bias=cfg.get("use_bias", False),
                           conv_bias=cfg.get("use_conv_bias", True), rmsnorm_eps=eps),
                 "A": dict(n_heads=n_heads, n_kv_heads=cfg.get("num_key_value_heads") or n_heads, rope_base=None,
                           bias=False),  # transformers builds Nemotron-H's q/k/v/o without bias
@@ -106,8 +119,9 @@ def hf_config(model: HybridLM):
         (set(p) <= set("SAF") and "S" in p, f"pattern {p!r}: a Nemotron-H stack has Mamba-2 (S), attention (A) "
                                             f"and MLP (F) layers only (its MoE is not our E; Mamba-1 M has no form)"),
         *mamba2_checks(s, model.norm.eps),
-        (s is None or s["dt_limit"][1] == float("inf"), f"dt_limit={s and s['dt_limit']}: Nemotron-H clamps dt to "
-                                                        f"(time_step_min, inf), so the upper limit must be inf"),
+        (s is None or clamps_to_time_step_limit() or s["dt_limit"][1] == float("inf"),
+         f"dt_limit={s and s['dt_limit']}: transformers < 5.25's Nemotron-H clamps dt to (time_step_min, inf), so "
+         f"the upper limit must be inf"),
         (a is None or a["rope_base"] is None, "Nemotron-H's attention has no positional embedding: set "
                                               "blocks.A.rope_base=null"),
         (a is None or not a["bias"], "Nemotron-H's attention has no bias"),
@@ -117,10 +131,12 @@ def hf_config(model: HybridLM):
                   head_dim=a["head_dim"] if a else model.d_model)
     if f:
         kwargs.update(intermediate_size=f["d_hidden"], mlp_bias=f["bias"])
+    dt_kwargs = dict(time_step_limit=tuple(s["dt_limit"])) if clamps_to_time_step_limit() else dict(
+        time_step_min=s["dt_limit"][0])
     return NemotronHConfig(
         vocab_size=model.vocab_size, hidden_size=model.d_model, hybrid_override_pattern=layouts.to_megatron(p),
         ssm_state_size=s["d_state"], mamba_num_heads=s["nheads"], mamba_head_dim=s["headdim"], n_groups=s["ngroups"],
-        conv_kernel=s["d_conv"], chunk_size=s["chunk_size"], time_step_min=s["dt_limit"][0], use_bias=s["in_bias"],
+        conv_kernel=s["d_conv"], chunk_size=s["chunk_size"], use_bias=s["in_bias"], **dt_kwargs,
         use_conv_bias=s["conv_bias"], expand=exact_expand(s["d_inner"], model.d_model, target),
         mlp_hidden_act="relu2", layer_norm_epsilon=model.norm.eps, residual_in_fp32=model.residual_in_fp32,
         tie_word_embeddings=model.lm_head.weight is model.embedding.weight, num_nextn_predict_layers=0, **kwargs)

@@ -5,6 +5,7 @@ import torch
 from convert_models import check_export_round_trip, check_same_function, perturb, transformers
 
 from hybrid.convert import UnsupportedConfig, from_transformers, to_transformers
+from hybrid.convert.nemotron_h import clamps_to_time_step_limit
 from hybrid.model import HybridLM
 
 
@@ -20,14 +21,14 @@ def tiny_nemotron_h(pattern="M-M*-", seed=0, **kw):
 @pytest.mark.parametrize("pattern,kw", [
     ("M-M*-", {}),
     ("M*M-M-", dict(n_groups=1, use_bias=True, mlp_bias=True, residual_in_fp32=True, time_step_min=0.3,
-                    time_step_limit=(0.01, 0.3))),  # theirs clamps dt to (time_step_min, inf), ignoring the limit
+                    time_step_limit=(0.01, 0.3))),  # < 5.25 clamps dt to (time_step_min, inf), ignoring the limit
 ], ids=["nemotron", "bias-fp32-residual-limits"])
 def test_same_logits_and_loss(pattern, kw):
     hf = tiny_nemotron_h(pattern, **kw)
     ours = from_transformers(hf).eval()
     assert ours.pattern == pattern.replace("M", "S").replace("-", "F").replace("*", "A")
     assert ours.layers[1 if pattern[1] == "-" else 3].mixer.activation == "relu2"
-    assert ours.layers[0].mixer.dt_limit == (hf.config.time_step_min, float("inf"))
+    assert ours.layers[0].mixer.dt_limit == tuple(hf.model.layers[0].mixer.time_step_limit)  # what theirs clamps to
     check_same_function(hf, ours, 37, shapes=((2, 19), (1, 8)))
 
 
@@ -58,7 +59,9 @@ def test_moe_layers_are_refused_by_name():
     ("SFAF", {"A": {"rope_base": 10000.0}, "F": {"activation": "relu2"}}, "rope_base=null"),
     ("SAF", {"A": {"rope_base": None}}, "activation=relu2"),  # not Bamba's pairs: Nemotron-H, whose MLP is relu^2
     ("SFMF", {"F": {"activation": "relu2"}}, "Mamba-1 M has no form"),
-    ("SF", {"S": {"headdim": 8, "dt_limit": (0.0, 0.5)}, "F": {"activation": "relu2"}}, "upper limit must be inf"),
+    pytest.param("SF", {"S": {"headdim": 8, "dt_limit": (0.0, 0.5)}, "F": {"activation": "relu2"}},
+                 "upper limit must be inf", marks=pytest.mark.skipif(
+                     clamps_to_time_step_limit(), reason="transformers >= 5.25 clamps dt to time_step_limit")),
 ], ids=["rope", "swiglu", "mamba1", "dt-max"])
 def test_export_says_why_it_does_not_fit(layout, blocks, match):
     with torch.device("meta"):
@@ -66,3 +69,14 @@ def test_export_says_why_it_does_not_fit(layout, blocks, match):
                          blocks={"S": {"headdim": 8}, "A": {"n_heads": 2}, **blocks})
     with pytest.raises(UnsupportedConfig, match=match):
         to_transformers(model)
+
+
+@pytest.mark.skipif(not clamps_to_time_step_limit(), reason="transformers < 5.25 clamps dt to (time_step_min, inf)")
+def test_a_finite_dt_limit_exports_where_transformers_clamps_to_it():
+    torch.manual_seed(0)
+    ours = perturb(HybridLM(vocab_size=19, d_model=16, layout="SFAF",
+                            blocks={"S": {"d_state": 4, "headdim": 8, "chunk_size": 16, "dt_limit": (0.05, 0.5)},
+                                    "A": {"n_heads": 2, "rope_base": None}, "F": {"activation": "relu2"}})).eval()
+    hf = to_transformers(ours)
+    assert tuple(hf.config.time_step_limit) == (0.05, 0.5)
+    check_same_function(hf, ours, 19, shapes=((2, 21),))
