@@ -18,14 +18,18 @@ import triton
 import triton.language as tl
 
 
+# above it softplus(x) = x, torch's default as mamba-ssm's; a tl.constexpr (a plain global float compiles in the
+# interpreter only, not for a GPU)
+SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
+
+
 @triton.jit
 def _softplus(x):
-    # x above 20 (torch's default threshold, as mamba-ssm; a literal: a global float compiles in the interpreter
-    # only), else log1p(exp(x)) without a log1p: log(w) * u / (w - 1) corrects the rounding of w = 1 + u
-    u = tl.exp(tl.minimum(x, 20.0))
+    # log1p(exp(x)) without a log1p: log(w) * u / (w - 1) corrects the rounding of w = 1 + u
+    u = tl.exp(tl.minimum(x, SOFTPLUS_THRESHOLD))
     w = 1.0 + u
     sp = tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
-    return tl.where(x > 20.0, x, sp)
+    return tl.where(x > SOFTPLUS_THRESHOLD, x, sp)
 
 
 @triton.jit
@@ -88,7 +92,7 @@ def _dt_decays_bwd_kernel(DT, BIAS, A, DTS, DDTS, DACS, DDT, DA_PART, DBIAS_PART
         v = _softplus(x) if SOFTPLUS else x
         gd = tl.where((v >= lo) & (v <= hi), gd, 0.0)
     if SOFTPLUS:
-        gd = tl.where(x > 20.0, gd, gd * tl.sigmoid(x))
+        gd = tl.where(x > SOFTPLUS_THRESHOLD, gd, gd * tl.sigmoid(x))
     gd = tl.where(inside, gd, 0.0)
     tl.store(DDT + (b * T + t[:, None]) * H + h[None, :], gd, mask=inside)
     if HAS_BIAS:
