@@ -17,7 +17,6 @@ import torch
 import triton
 import triton.language as tl
 
-
 # above it softplus(x) = x, torch's default as mamba-ssm's; a tl.constexpr (a plain global float compiles in the
 # interpreter only, not for a GPU)
 SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
@@ -56,7 +55,7 @@ def _dt_biased(DT, BIAS, b, t, h, hm, inside, s_db, s_dl, s_dh, HAS_BIAS: tl.con
 def _dt_decays_fwd_kernel(DT, BIAS, A, DTS, ACS, ACS_LO, T, Lp, H, lo, hi, s_db, s_dl, s_dh,
                           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, CLAMP: tl.constexpr,
                           Q: tl.constexpr, BH: tl.constexpr):
-    b, c, t, h, hm, inside, tile = _tile(T, Lp, H, Q, BH)
+    b, _c, t, h, hm, inside, tile = _tile(T, Lp, H, Q, BH)
     x = _dt_biased(DT, BIAS, b, t, h, hm, inside, s_db, s_dl, s_dh, HAS_BIAS)
     if SOFTPLUS:
         x = _softplus(x)
