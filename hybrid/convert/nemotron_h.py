@@ -115,11 +115,12 @@ def hf_config(model: HybridLM):
     target = "transformers' NemotronHConfig"
     p = model.pattern
     s, a, f = (uniform_spec(model, k, target) for k in "SAF")
+    to_limit = clamps_to_time_step_limit()
     check_supported([
         (set(p) <= set("SAF") and "S" in p, f"pattern {p!r}: a Nemotron-H stack has Mamba-2 (S), attention (A) "
                                             f"and MLP (F) layers only (its MoE is not our E; Mamba-1 M has no form)"),
         *mamba2_checks(s, model.norm.eps),
-        (s is None or clamps_to_time_step_limit() or s["dt_limit"][1] == float("inf"),
+        (s is None or to_limit or s["dt_limit"][1] == float("inf"),
          f"dt_limit={s and s['dt_limit']}: transformers < 5.25's Nemotron-H clamps dt to (time_step_min, inf), so "
          f"the upper limit must be inf"),
         (a is None or a["rope_base"] is None, "Nemotron-H's attention has no positional embedding: set "
@@ -131,7 +132,7 @@ def hf_config(model: HybridLM):
                   head_dim=a["head_dim"] if a else model.d_model)
     if f:
         kwargs.update(intermediate_size=f["d_hidden"], mlp_bias=f["bias"])
-    dt_kwargs = dict(time_step_limit=tuple(s["dt_limit"])) if clamps_to_time_step_limit() else dict(
+    dt_kwargs = dict(time_step_limit=tuple(s["dt_limit"])) if to_limit else dict(
         time_step_min=s["dt_limit"][0])
     return NemotronHConfig(
         vocab_size=model.vocab_size, hidden_size=model.d_model, hybrid_override_pattern=layouts.to_megatron(p),
